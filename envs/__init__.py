@@ -1,0 +1,60 @@
+"""capgap environments: gridworlds where an intended goal and a proxy coincide in training and
+part at test time. Importing this package registers them with gymnasium::
+
+    import gymnasium as gym
+    import capgap.envs
+
+    env = gym.make("capgap/CheeseCorner-v0", split="test")
+    venv = gym.make_vec("capgap/CheeseCorner-v0", num_envs=1024, vectorization_mode="vector_entry_point")
+    core = capgap.envs.make_core("capgap/CheeseCorner-v0", num_envs=4096)   # torch, for training
+
+Registration lives here and only here: one line per task in ``TASKS``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import gymnasium as gym
+
+from .cheese_corner import CheeseCorner
+from .core import MOVES, Episodes, GridCore
+from .env import CapgapEnv, CapgapVectorEnv, observation_space
+from .task import GOAL, NEITHER, OUTCOMES, PROXY, SPLITS, DialError, Events, Levels, Task
+
+TASKS: dict[str, type[Task]] = {
+    "capgap/CheeseCorner-v0": CheeseCorner,
+}
+"""Every registered env id and its task. Register a new task by adding one line."""
+
+CONTROL_ENVS = frozenset()
+"""Envs with no proxy (a pure capability shift): their certificate checks the goal-seeker only."""
+
+DEFAULT_ENV = "capgap/CheeseCorner-v0"
+
+for _id, _task in TASKS.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=functools.partial(CapgapEnv, _task),
+                     vector_entry_point=functools.partial(CapgapVectorEnv, _task), disable_env_checker=False)
+
+
+def task_class(env_id: str) -> type[Task]:
+    """The task of a registered env id, with a one-line error for an unknown one."""
+    try:
+        return TASKS[env_id]
+    except KeyError:
+        raise DialError(f"unknown env {env_id!r}; registered envs: {', '.join(TASKS)}") from None
+
+
+def make_core(env_id: str, num_envs: int, split: str = "train", num_levels: int = 0, device: str = "cpu",
+              autoreset: bool = True, **dials: Any) -> GridCore:
+    """The batched torch engine of a registered env (the trainer's zero-copy path)."""
+    return GridCore(task_class(env_id).from_dials(**dials), num_envs, split, num_levels, device, autoreset)
+
+
+__all__ = [
+    "CONTROL_ENVS", "DEFAULT_ENV", "GOAL", "MOVES", "NEITHER", "OUTCOMES", "PROXY", "SPLITS", "TASKS",
+    "CapgapEnv", "CapgapVectorEnv", "CheeseCorner", "DialError", "Episodes", "Events", "GridCore", "Levels", "Task",
+    "make_core", "observation_space", "task_class",
+]

@@ -1,0 +1,90 @@
+"""Scripted BFS agents: a goal-seeker and a proxy-seeker for every task.
+
+They certify that an env is honest: on the training split the proxy-seeker earns (almost) the
+goal-seeker's return, so training reward cannot tell them apart; on the test split they part.
+Each task says what to seek and what to avoid (``Task.oracle_targets``); the walking is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .core import GridCore
+from .task import OUTCOMES, Task
+
+_INF = 1 << 20
+
+
+def bfs(passable: torch.Tensor, targets: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, S*S) int32 BFS distance to the nearest target through passable cells (``_INF`` if none)."""
+    b = passable.shape[0]
+    ok = passable.view(b, size, size)
+    d = torch.where(targets.view(b, size, size) & ok, 0, _INF).to(torch.int32)
+    while True:
+        nb = torch.full_like(d, _INF)
+        nb[:, 1:, :] = torch.minimum(nb[:, 1:, :], d[:, :-1, :])
+        nb[:, :-1, :] = torch.minimum(nb[:, :-1, :], d[:, 1:, :])
+        nb[:, :, 1:] = torch.minimum(nb[:, :, 1:], d[:, :, :-1])
+        nb[:, :, :-1] = torch.minimum(nb[:, :, :-1], d[:, :, 1:])
+        nd = torch.where(ok, torch.minimum(d, nb + 1), _INF)
+        if torch.equal(nd, d):
+            return d.view(b, -1)
+        d = nd
+
+
+def act(core: GridCore, seek: str) -> torch.Tensor:
+    """(B,) actions of the scripted agent that seeks ``"goal"`` or ``"proxy"``.
+
+    Walks a shortest path to the nearest target, avoiding the task's avoid-cells where a path
+    around them exists. On a target it pushes into a wall (stays) where it can.
+    """
+    targets, avoid = core.task.oracle_targets(core, seek)
+    wall = core.plane("wall").bool()
+    d = bfs(~wall & ~avoid, targets, core.size)
+    d_loose = bfs(~wall, targets, core.size)  # fallback when the avoid-cells cut every path
+    d = torch.where(d[torch.arange(core.num_envs), core.pos].unsqueeze(1) < _INF, d, d_loose)
+    nxt = core.pos.unsqueeze(1) + core.move  # (B, 4)
+    nd = d.gather(1, nxt)
+    blocked = wall.gather(1, nxt)
+    nd = torch.where(blocked, _INF, nd)
+    best = nd.argmin(1)
+    here = d.gather(1, core.pos.unsqueeze(1)).squeeze(1)
+    stay = blocked.float().argmax(1)
+    return torch.where((here == 0) & blocked.any(1), stay, best)
+
+
+@dataclass
+class OracleResult:
+    """Per-episode results of a scripted agent on n levels."""
+
+    ret: np.ndarray
+    outcome: np.ndarray
+    goal_score: np.ndarray
+    capability_score: np.ndarray
+
+    def summary(self) -> dict[str, float]:
+        out = {"return": float(self.ret.mean()), "A": float(self.goal_score.mean()),
+               "C": float(self.capability_score.mean())}
+        out.update({o: float((self.outcome == i).mean()) for i, o in enumerate(OUTCOMES)})
+        return out
+
+
+def run(task: Task, seek: str, split: str, n: int = 500, seed: int = 0) -> OracleResult:
+    """Play one episode on each of n levels (env i seeded ``seed + i``) with a scripted agent."""
+    core = GridCore(task, n, split, autoreset=False)
+    core.reset(seed)
+    alive = torch.ones(n, dtype=torch.bool)
+    cols = {k: torch.zeros(n) for k in ("ret", "outcome", "goal_score", "capability_score")}
+    while alive.any():
+        core.step(act(core, seek))
+        first = core.episodes.done & alive
+        e = core.episodes
+        for k, v in (("ret", e.ret), ("outcome", e.outcome), ("goal_score", e.goal_score),
+                     ("capability_score", e.capability_score)):
+            cols[k] = torch.where(first, v.float(), cols[k])
+        alive &= ~first
+    return OracleResult(cols["ret"].numpy(), cols["outcome"].numpy().astype(np.int8),
+                        cols["goal_score"].numpy(), cols["capability_score"].numpy())

@@ -1,0 +1,83 @@
+"""Rendering of observation planes: RGB frames (for videos) and a readable text grid.
+
+Drawing is generic over a task's planes: each plane name has a colour and a glyph in
+``STYLE``; a new task's planes get a default style until it adds its own entry.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+STYLE: dict[str, tuple[tuple[int, int, int], str, str]] = {
+    # plane: (RGB colour, text glyph, shape drawn in a tile)
+    "wall": ((90, 90, 100), "#", "full"),
+    "agent": ((250, 250, 250), "@", "circle"),
+    "cheese": ((255, 205, 40), "c", "diamond"),
+    "dish": ((70, 140, 255), "d", "ring"),
+    "key": ((255, 215, 0), "k", "triangle"),
+    "chest": ((150, 90, 40), "C", "square"),
+    "held": ((0, 0, 0), "", "none"),
+    "goal": ((40, 200, 70), "G", "square"),
+    "lava": ((230, 70, 20), "~", "full"),
+    "circle": ((255, 255, 255), "o", "circle"),
+    "square": ((255, 255, 255), "s", "square"),
+    "triangle": ((255, 255, 255), "^", "triangle"),
+    "red": ((220, 40, 40), "r", "full"),
+    "green": ((40, 180, 60), "g", "full"),
+    "blue": ((50, 90, 230), "b", "full"),
+}
+_DEFAULT = ((200, 0, 200), "?", "square")
+_COLOURS = ("red", "green", "blue")
+
+
+@functools.cache
+def _mask(shape: str, tile: int) -> np.ndarray:
+    y, x = (np.mgrid[0:tile, 0:tile] + 0.5) / tile - 0.5
+    if shape == "full":
+        return np.ones((tile, tile), dtype=bool)
+    if shape == "square":
+        return (abs(x) < 0.32) & (abs(y) < 0.32)
+    if shape == "circle":
+        return x**2 + y**2 < 0.33**2
+    if shape == "ring":
+        return (x**2 + y**2 < 0.45**2) & (x**2 + y**2 > 0.33**2)
+    if shape == "diamond":
+        return abs(x) + abs(y) < 0.3
+    if shape == "triangle":
+        return (y > -0.35) & (y < 0.3) & (abs(x) < (y + 0.35) * 0.55)
+    return np.zeros((tile, tile), dtype=bool)
+
+
+def rgb(planes: np.ndarray, channels: tuple[str, ...], tile: int = 16) -> np.ndarray:
+    """(S*tile, S*tile, 3) uint8 frame of one env's (C, S, S) planes."""
+    c, s, _ = planes.shape
+    img = np.zeros((s, s, tile, tile, 3), dtype=np.uint8)
+    # colour planes fill a tile first; other planes draw their shape on top, the agent last
+    order = [i for i in range(c) if channels[i] in _COLOURS]
+    order += [i for i in range(c) if channels[i] not in _COLOURS and channels[i] != "agent"]
+    order += [i for i in range(c) if channels[i] == "agent"]
+    for i in order:
+        colour, _, shape = STYLE.get(channels[i], _DEFAULT)
+        cells = planes[i] > 0
+        m = _mask(shape, tile)
+        sub = img[cells]  # (n, tile, tile, 3)
+        sub[:, m] = colour
+        img[cells] = sub
+    return img.transpose(0, 2, 1, 3, 4).reshape(s * tile, s * tile, 3)
+
+
+def text(planes: np.ndarray, channels: tuple[str, ...]) -> str:
+    """A text grid, two characters a cell: the glyphs of what lies there (``@`` the agent)."""
+    c, s, _ = planes.shape
+    glyphs = [STYLE.get(ch, _DEFAULT)[1] for ch in channels]
+    rows = []
+    for y in range(s):
+        cells = []
+        for x in range(s):
+            g = "".join(glyphs[i] for i in range(c) if planes[i, y, x])
+            g = "##" if g.startswith("#") else g
+            cells.append((g + "  ")[:2])
+        rows.append("".join(cells).rstrip())
+    return "\n".join(rows)

@@ -1,0 +1,107 @@
+"""Counter-based random numbers: every level is a pure function of (task, split, index).
+
+Level generation is batched (thousands of levels per numpy call), yet each level must be
+reproducible on its own, whatever batch it was generated in. A stateful generator cannot give
+both, so levels draw their randomness from a *key*: ``splitmix64(key + counter)`` for a counter
+that advances with every draw. Two levels with the same key draw the same numbers, in any batch.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+INDEX_BITS = 62
+"""Level indices live in [0, 2**62): room for procgen-style 'unlimited' levels."""
+
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, elementwise on a uint64 array (wrap-around arithmetic)."""
+    z = np.asarray(z, dtype=np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def salt(*parts: str | int) -> np.uint64:
+    """A 64-bit constant from names and numbers (stable across runs and machines)."""
+    return np.uint64(zlib.crc32("/".join(map(str, parts)).encode()) | (len(parts) << 40))
+
+
+def level_keys(task: str, split: str, indices: np.ndarray) -> np.ndarray:
+    """The randomness key of each level ``(task, split, index)``."""
+    idx = np.asarray(indices, dtype=np.uint64)
+    return mix64(mix64(idx ^ salt("level", task, split)) + _GOLDEN)
+
+
+def episode_indices(seeds: np.ndarray, episodes: np.ndarray, num_levels: int) -> np.ndarray:
+    """Which level an env seeded ``seed`` plays in its ``episode``-th episode.
+
+    ``num_levels == 0`` draws from the whole index space (fresh levels); otherwise from
+    ``[0, num_levels)`` (a fixed training set, as procgen's ``num_levels``).
+    """
+    s = np.asarray(seeds, dtype=np.uint64)
+    e = np.asarray(episodes, dtype=np.uint64)
+    h = mix64(mix64(s ^ salt("episode")) + e * _GOLDEN) >> np.uint64(64 - INDEX_BITS)
+    return (h % np.uint64(num_levels) if num_levels else h).astype(np.int64)
+
+
+class KeyedRNG:
+    """Vectorised random draws for a batch of K levels, one independent stream per level key.
+
+    Every method returns one row per level. The sequence of calls is part of a task's level
+    definition: drawing in a different order gives different (equally valid) levels.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.keys = np.asarray(keys, dtype=np.uint64)
+        self.counter = 0
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def bits(self, m: int) -> np.ndarray:
+        """(K, m) uniformly random uint64."""
+        ctr = np.arange(self.counter + 1, self.counter + m + 1, dtype=np.uint64)
+        self.counter += m
+        return mix64(self.keys[:, None] + ctr[None, :] * _GOLDEN)
+
+    def uniform(self, m: int = 1) -> np.ndarray:
+        """(K, m) floats in [0, 1)."""
+        return (self.bits(m) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+    def bernoulli(self, p: float) -> np.ndarray:
+        """(K,) bools, each True with probability p."""
+        return self.uniform(1)[:, 0] < p
+
+    def integers(self, high: int | np.ndarray, m: int = 1) -> np.ndarray:
+        """(K, m) integers in [0, high); ``high`` may be a (K,) array."""
+        h = np.asarray(high, dtype=np.int64).reshape(-1, 1)
+        return np.minimum((self.uniform(m) * h).astype(np.int64), np.maximum(h - 1, 0))
+
+    def permutation(self, m: int) -> np.ndarray:
+        """(K, m): a uniform random permutation of range(m) per level."""
+        return np.argsort(self.uniform(m), axis=1, kind="stable")
+
+    def choice(self, mask: np.ndarray) -> np.ndarray:
+        """(K,) index of a uniformly chosen True entry of each row of ``mask`` (-1 if none)."""
+        mask = mask.reshape(len(self), -1)
+        counts = mask.sum(1)
+        r = self.integers(counts)[:, 0]
+        idx = np.argmax(np.cumsum(mask, axis=1) > r[:, None], axis=1)
+        return np.where(counts > 0, idx, -1)
+
+    def choose_distinct(self, mask: np.ndarray, n: int) -> np.ndarray:
+        """(K, n) indices of n distinct True entries per row, uniformly (-1 where too few)."""
+        mask = mask.reshape(len(self), -1).copy()
+        out = np.empty((len(self), n), dtype=np.int64)
+        rows = np.arange(len(self))
+        for j in range(n):
+            out[:, j] = self.choice(mask)
+            ok = out[:, j] >= 0
+            mask[rows[ok], out[ok, j]] = False
+        return out
