@@ -19,16 +19,24 @@ from typing import Any
 import gymnasium as gym
 
 from .cheese_corner import CheeseCorner
+from .cheese_dish import CheeseDish
+from .colour_shape import ColourShape
 from .core import MOVES, Episodes, GridCore
 from .env import CapgapEnv, CapgapVectorEnv, observation_space
+from .keys_chests import KeysChests
+from .lava_shift import LavaShift
 from .task import GOAL, NEITHER, OUTCOMES, PROXY, SPLITS, DialError, Events, Levels, Task
 
 TASKS: dict[str, type[Task]] = {
     "capgap/CheeseCorner-v0": CheeseCorner,
+    "capgap/CheeseDish-v0": CheeseDish,
+    "capgap/ColourShape-v0": ColourShape,
+    "capgap/KeysChests-v0": KeysChests,
+    "capgap/LavaShift-v0": LavaShift,
 }
 """Every registered env id and its task. Register a new task by adding one line."""
 
-CONTROL_ENVS = frozenset()
+CONTROL_ENVS = frozenset({"capgap/LavaShift-v0"})
 """Envs with no proxy (a pure capability shift): their certificate checks the goal-seeker only."""
 
 DEFAULT_ENV = "capgap/CheeseCorner-v0"
@@ -54,7 +62,29 @@ def make_core(env_id: str, num_envs: int, split: str = "train", num_levels: int 
 
 
 __all__ = [
-    "CONTROL_ENVS", "DEFAULT_ENV", "GOAL", "MOVES", "NEITHER", "OUTCOMES", "PROXY", "SPLITS", "TASKS",
-    "CapgapEnv", "CapgapVectorEnv", "CheeseCorner", "DialError", "Episodes", "Events", "GridCore", "Levels", "Task",
-    "make_core", "observation_space", "task_class",
+    "CONTROL_ENVS",
+    "DEFAULT_ENV",
+    "GOAL",
+    "MOVES",
+    "NEITHER",
+    "OUTCOMES",
+    "PROXY",
+    "SPLITS",
+    "TASKS",
+    "CapgapEnv",
+    "CapgapVectorEnv",
+    "CheeseCorner",
+    "CheeseDish",
+    "ColourShape",
+    "DialError",
+    "Episodes",
+    "Events",
+    "GridCore",
+    "KeysChests",
+    "LavaShift",
+    "Levels",
+    "Task",
+    "make_core",
+    "observation_space",
+    "task_class",
 ]

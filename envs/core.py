@@ -152,6 +152,15 @@ class GridCore:
         )
         self.source = LevelSource(task, split, self.num_levels, b, self.device)
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["flat"]  # a view of `obs`: pickling would cut it loose from its storage
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.flat = self.obs.view(-1)
+
     # ----- resets ---------------------------------------------------------------------
     def reset(self, seeds: np.ndarray | int, level_indices: np.ndarray | None = None) -> torch.Tensor:
         """Reset every env. Env i gets ``seeds[i]`` (an int seed gives ``seed + i``).

@@ -98,7 +98,7 @@ class CapgapEnv(_Face, gym.Env):
         else:
             self.core.reset_done(torch.zeros(1, dtype=torch.long, device=self.core.device))
         self._over = False
-        return self._observe()[0].cpu().numpy(), {"level": int(self.core.level[0])}
+        return self._observe()[0].cpu().numpy().copy(), {"level": int(self.core.level[0])}
 
     def step(self, action: int):
         if self._over:
@@ -118,7 +118,7 @@ class CapgapEnv(_Face, gym.Env):
                 "length": int(e.length[0]),
                 "level": int(e.level[0]),
             }
-        return self._observe()[0].cpu().numpy(), float(reward[0]), term, trunc, info
+        return self._observe()[0].cpu().numpy().copy(), float(reward[0]), term, trunc, info
 
     def render(self):
         if self.render_mode is None:

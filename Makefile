@@ -1,0 +1,30 @@
+# capgap: two commands on a fresh machine.
+#   make test   install what the tests need into .venv, then lint and run the test suite
+#   make demo   install, then run the main job (see README)
+# Both create .venv on first use. TORCH pins the torch build installed before the project
+# (the CPU 2.13.0 build lies on disk here; elsewhere pick yours, e.g. TORCH=torch==2.5.1).
+
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.capgap-installed
+
+.PHONY: test demo bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n 2
+
+demo: $(STAMP)
+	$(BIN)/capgap envs
+	$(BIN)/capgap certify
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/env_speed.py

@@ -1,0 +1,76 @@
+"""Env throughput: steps per second of every capgap env, against Minigrid measured in the same run.
+
+    python benchmarks/env_speed.py [--seconds 2] [--threads N]
+
+Each capgap env runs B envs on its batched torch engine (the path the trainer uses), with
+auto-reset and uniformly random actions (drawn ahead into a table of 64 steps and cycled, so
+the timing is the env's, not the random number generator's). Minigrid's
+``MiniGrid-Empty-8x8-v0`` runs as a single gymnasium env with random actions and resets, as a
+user would run it. Prints a markdown table; ``ratio`` = capgap SPS / Minigrid SPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import gymnasium as gym
+import torch
+
+import capgap.envs as E
+
+BATCHES = (1024, 4096, 16384)
+
+
+def capgap_sps(env_id: str, num_envs: int, split: str, seconds: float) -> float:
+    core = E.make_core(env_id, num_envs, split=split)
+    core.reset(0)
+    actions = torch.randint(0, 4, (64, num_envs), generator=torch.Generator().manual_seed(0))
+    for i in range(50):  # warm up: first level batches, allocator
+        core.step(actions[i % 64])
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        core.step(actions[n % 64])
+        n += 1
+    return n * num_envs / elapsed
+
+
+def minigrid_sps(seconds: float) -> float:
+    import minigrid  # noqa: F401  (registers the MiniGrid envs)
+
+    env = gym.make("MiniGrid-Empty-8x8-v0")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            env.reset()
+        n += 1
+    return n / elapsed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    p.add_argument("--envs", nargs="*", default=list(E.TASKS), help="env ids to measure")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    mg = minigrid_sps(a.seconds)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__} ({a.threads} threads), python {platform.python_version()}")
+    print(f"Minigrid MiniGrid-Empty-8x8-v0, 1 env: {mg:,.0f} SPS\n")
+    print("| env | split | " + " | ".join(f"B={b:,}" for b in BATCHES) + " | ratio vs Minigrid (best) |")
+    print("|---|---|" + "---:|" * (len(BATCHES) + 1))
+    for env_id in a.envs:
+        for split in E.SPLITS:
+            sps = [capgap_sps(env_id, b, split, a.seconds) for b in BATCHES]
+            cells = " | ".join(f"{s / 1e6:.2f}M" for s in sps)
+            print(f"| {env_id} | {split} | {cells} | {max(sps) / mg:,.0f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

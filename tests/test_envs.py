@@ -1,0 +1,226 @@
+"""Every registered env, through both gymnasium faces: registering an env gets it tested here."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import capgap.envs as E
+
+ENV_IDS = list(E.TASKS)
+
+
+def rollout(env: gym.Env, seed: int, n_steps: int, action_seed: int = 0) -> list:
+    """Random actions for n_steps (resetting on episode end); everything the env returned."""
+    rng = np.random.default_rng(action_seed)
+    out = [env.reset(seed=seed)]
+    for _ in range(n_steps):
+        obs, r, term, trunc, info = env.step(int(rng.integers(4)))
+        out.append((obs.copy(), r, term, trunc, dict(info)))
+        if term or trunc:
+            out.append(env.reset())
+    return out
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("obs_mode", ["grid", "egocentric"])
+def test_gymnasium_check_env(env_id: str, split: str, obs_mode: str) -> None:
+    for render_mode in ("rgb_array", "ansi"):
+        env = gym.make(env_id, split=split, obs_mode=obs_mode, render_mode=render_mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            check_env(env.unwrapped)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_same_seed_same_episodes(env_id: str) -> None:
+    a = rollout(gym.make(env_id, max_steps=20), seed=7, n_steps=120)
+    b = rollout(gym.make(env_id, max_steps=20), seed=7, n_steps=120)
+    c = rollout(gym.make(env_id, max_steps=20), seed=8, n_steps=120)
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_equal(x, y)
+    assert not np.array_equal(a[0][0], c[0][0]), "a different seed should give a different first level"
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_pickle_midway_continues_identically(env_id: str) -> None:
+    env = gym.make(env_id)
+    env.reset(seed=3)
+    for a in (0, 1, 2, 1):
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            env.reset()
+    clone = pickle.loads(pickle.dumps(env))
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        a = int(rng.integers(4))
+        x, y = env.step(a), clone.step(a)
+        np.testing.assert_equal(x, y)
+        if x[2] or x[3]:
+            np.testing.assert_equal(env.reset(), clone.reset())
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_truncation_at_step_limit(env_id: str) -> None:
+    env = gym.make(env_id, max_steps=4)
+    rng = np.random.default_rng(0)
+    truncations = 0
+    for seed in range(30):
+        env.reset(seed=seed)
+        for t in range(1, 5):  # noqa: B007 (t is read after the loop)
+            _, _, term, trunc, info = env.step(int(rng.integers(4)))
+            if term or trunc:
+                break
+        assert term or trunc, "an episode must end by max_steps"
+        assert not (term and trunc)
+        if trunc:
+            truncations += 1
+            assert t == 4 and info["length"] == 4
+        with pytest.raises(gym.error.ResetNeeded):
+            env.step(0)
+    assert truncations > 0
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_single_and_vector_faces_agree(env_id: str) -> None:
+    """Same seeds, same actions: a vector env and N single envs see the same levels, rewards and outcomes."""
+    n, steps = 4, 150
+    venv = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", max_steps=25)
+    singles = [gym.make(env_id, max_steps=25) for _ in range(n)]
+    vobs, _ = venv.reset(seed=11)
+    sobs = [e.reset(seed=11 + i)[0] for i, e in enumerate(singles)]
+    np.testing.assert_array_equal(vobs, np.stack(sobs))
+    rng = np.random.default_rng(0)
+    episodes = 0
+    for _ in range(steps):
+        acts = rng.integers(4, size=n)
+        vobs, vr, vterm, vtrunc, vinfo = venv.step(acts)
+        for i, env in enumerate(singles):
+            obs, r, term, trunc, info = env.step(int(acts[i]))
+            assert (r, term, trunc) == (pytest.approx(vr[i]), vterm[i], vtrunc[i])
+            if term or trunc:
+                episodes += 1
+                ep = vinfo["episode"]
+                assert vinfo["_episode"][i]
+                np.testing.assert_array_equal(vinfo["final_obs"][i], obs)
+                assert E.OUTCOMES[ep["outcome"][i]] == info["outcome"]
+                assert ep["goal_score"][i] == pytest.approx(info["goal_score"])
+                assert ep["capability_score"][i] == pytest.approx(info["capability_score"])
+                assert ep["r"][i] == pytest.approx(info["return"]) and ep["l"][i] == info["length"]
+                obs, _ = env.reset()
+            np.testing.assert_array_equal(vobs[i], obs)
+    assert episodes >= n
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_outcome_schema_at_episode_end(env_id: str) -> None:
+    env = gym.make(env_id, max_steps=30)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for seed in range(40):
+        env.reset(seed=seed)
+        while True:
+            _, _, term, trunc, info = env.step(int(rng.integers(4)))
+            if term or trunc:
+                break
+            assert info == {}
+        assert info["outcome"] in E.OUTCOMES
+        assert 0.0 <= info["goal_score"] <= info["capability_score"] <= 1.0
+        assert info["outcome"] != "goal" or info["goal_score"] == 1.0
+        assert info["outcome"] == "neither" or info["capability_score"] == 1.0
+        assert isinstance(info["return"], float)
+        seen.add(info["outcome"])
+    assert seen, "no episode ended"
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_levels_depend_only_on_split_and_index(env_id: str) -> None:
+    task = E.task_class(env_id)()
+    idx = np.array([5, 123456789, 2**61 + 3, 0])
+    batch = task.levels("train", idx)
+    for j, i in enumerate(idx):
+        alone = task.levels("train", np.array([i]))
+        np.testing.assert_array_equal(alone.planes[0], batch.planes[j])
+        assert alone.start[0] == batch.start[j]
+    test = task.levels("test", idx)
+    assert not np.array_equal(test.planes, batch.planes), "train and test levels must differ"
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_num_levels_fixes_the_training_set(env_id: str) -> None:
+    core = E.make_core(env_id, 64, num_levels=5, max_steps=3)
+    core.reset(0)
+    played = set(core.level.tolist())
+    for _ in range(30):
+        core.step(torch.randint(0, 4, (64,)))
+        played |= set(core.level.tolist())
+    assert played == set(range(5))
+    unlimited = E.make_core(env_id, 64)
+    unlimited.reset(0)
+    assert len(set(unlimited.level.tolist())) == 64
+
+
+def test_egocentric_view_is_centred_on_the_agent() -> None:
+    env = gym.make("capgap/CheeseCorner-v0", obs_mode="egocentric", view_size=5)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (3, 5, 5)
+    assert obs[1, 2, 2] == 1 and obs[1].sum() == 1
+    full = env.unwrapped.core
+    y, x = divmod(int(full.pos[0]), full.size)
+    np.testing.assert_array_equal(obs[0, 1:4, 1:4], full.obs[0, 0, y - 1:y + 2, x - 1:x + 2].numpy())
+
+
+def test_rendering() -> None:
+    env = gym.make("capgap/ColourShape-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (9 * 16, 9 * 16, 3) and frame.dtype == np.uint8 and frame.max() > 0
+    text = gym.make("capgap/CheeseCorner-v0", render_mode="ansi")
+    text.reset(seed=0)
+    grid = text.render()
+    assert grid.count("\n") == 12 and "@" in grid and "c" in grid
+
+
+def test_torch_core_is_zero_copy_and_autoresets() -> None:
+    core = E.make_core("capgap/CheeseCorner-v0", 256, max_steps=8)
+    obs = core.reset(0)
+    assert obs.data_ptr() == core.obs.data_ptr() and obs.dtype == torch.uint8
+    ended = 0
+    for _ in range(16):
+        core.step(torch.randint(0, 4, (256,)))
+        ended += int(core.episodes.done.sum())
+        assert int(core.obs[:, 1].sum()) == 256, "exactly one agent per env, even right after auto-reset"
+    assert ended >= 256 and int(core.t.max()) < 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"corner_sise": 2}, "CheeseCorner has no dial 'corner_sise'; its dials are: size,"),
+        ({"corner_size": 0}, "CheeseCorner: corner_size=0 is out of range"),
+        ({"size": 12}, "CheeseCorner: size=12 is out of range; expected an odd integer"),
+        ({"p_disambiguate": 1.5}, "CheeseCorner: p_disambiguate=1.5 is out of range; expected in [0, 1]"),
+        ({"split": "val"}, "unknown split 'val'; expected one of train, test"),
+        ({"num_levels": -1}, "num_levels=-1 is out of range"),
+        ({"obs_mode": "pixels"}, "unknown obs_mode 'pixels'"),
+    ],
+)
+def test_bad_input_gets_a_one_line_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(E.DialError) as err:
+        gym.make("capgap/CheeseCorner-v0", **kwargs)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_unknown_env_id() -> None:
+    with pytest.raises(E.DialError, match=r"^unknown env 'capgap/Cheese-v0'; registered envs: capgap/CheeseCorner-v0"):
+        E.make_core("capgap/Cheese-v0", 4)
+    with pytest.raises(gym.error.Error):
+        gym.make("capgap/Cheese-v0")
