@@ -1,0 +1,5 @@
+"""Actor-critic networks on a size ladder (see ``capgap.agents.nets``)."""
+
+from .nets import FAMILIES, LADDER, ActorCritic, Rung, build, ladder_table, rung
+
+__all__ = ["FAMILIES", "LADDER", "ActorCritic", "Rung", "build", "ladder_table", "rung"]

@@ -3,6 +3,8 @@
     capgap envs                       list the registered envs and their dials
     capgap show <env> [--split test]  print a level as text
     capgap certify [<env> ...]        run the oracle validity certificate
+    capgap sizes [--env <id>]         the size ladder with exact parameter counts
+    capgap train [--env ...] [--size ...] [--seed ...] [--total-steps ...]   one PPO run
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 """
@@ -10,30 +12,16 @@ Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import sys
 from collections.abc import Callable
 
 from capgap import envs as E
+from capgap.train.ppo import RunError, parse_dials
 
 
 class UsageError(ValueError):
     """A bad command line."""
-
-
-def parse_dials(pairs: list[str]) -> dict[str, object]:
-    """``["size=9", "p_disambiguate=0.1"]`` -> ``{"size": 9, "p_disambiguate": 0.1}``."""
-    out: dict[str, object] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"malformed dial {pair!r}; write it as name=value, e.g. p_disambiguate=0.1")
-        try:
-            out[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[name] = value
-    return out
 
 
 def cmd_envs(argv: list[str]) -> None:
@@ -79,7 +67,33 @@ def cmd_certify(argv: list[str]) -> None:
         raise SystemExit(1)
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"envs": cmd_envs, "show": cmd_show, "certify": cmd_certify}
+def cmd_sizes(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="capgap sizes", description="Print the size ladder with parameter counts.")
+    p.add_argument("--env", default=E.DEFAULT_ENV)
+    p.add_argument("--family", default="conv", choices=("conv", "mlp"))
+    p.add_argument("--dial", action="append", default=[], metavar="NAME=VALUE", help="set a dial (repeatable)")
+    a = p.parse_args(argv)
+    from capgap.agents import ladder_table
+
+    print(f"{a.env} ({a.family}; width multiplier m at fixed depth)")
+    print(f"{'index':>5}  {'name':6}  {'m':>3}  {'parameters':>12}")
+    for i, name, m, n in ladder_table(a.env, a.family, **parse_dials(a.dial)):
+        print(f"{i:>5}  {name:6}  {m:>3}  {n:>12,}")
+
+
+def cmd_train(argv: list[str]) -> None:
+    import tyro
+
+    from capgap.train.ppo import Args, train
+
+    args = tyro.cli(Args, args=argv, prog="capgap train", description="Train one PPO run (see capgap.train.ppo).")
+    run_dir = train(args)
+    print(f"run: {run_dir}\nview: tensorboard --logdir {run_dir.parent}")
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "sizes": cmd_sizes, "train": cmd_train,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if command is None:
             raise UsageError(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}")
         command(argv[1:])
-    except (UsageError, E.DialError) as err:
+    except (UsageError, E.DialError, RunError) as err:
         print(f"capgap: error: {err}", file=sys.stderr)
         return 2
     return 0

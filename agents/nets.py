@@ -1,0 +1,116 @@
+"""Actor-critic networks on one size ladder.
+
+Scaling rule: **width multiplier m at fixed depth**, as scaling studies do. Every rung has the
+same architecture; only m changes.
+
+* ``conv`` (default): three 3×3 convolutions of m channels (the last with stride 2), a dense
+  layer of 4m units, then a policy head (4 logits) and a value head. Parameters grow ~ m².
+* ``mlp``: two dense layers of 8m units on the flattened planes, then the same heads.
+
+``LADDER`` names the rungs; a rung is addressed by name (``"small"``) or index (``3``).
+``capgap sizes --env <id>`` prints the exact parameter counts for an env.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from capgap.envs import DialError
+
+LADDER: tuple[tuple[str, int], ...] = (
+    ("nano", 2), ("micro", 4), ("tiny", 8), ("small", 16), ("base", 32), ("large", 72),
+)
+"""(name, width multiplier m) for each rung, smallest first."""
+FAMILIES = ("conv", "mlp")
+
+
+@dataclass(frozen=True)
+class Rung:
+    index: int
+    name: str
+    m: int
+
+
+def rung(size: str | int) -> Rung:
+    """Resolve a rung by index (``3``, ``"3"``) or name (``"small"``), with a one-line error."""
+    names = [n for n, _ in LADDER]
+    key = str(size).strip()
+    if key.lstrip("-").isdigit():
+        i = int(key)
+        if not 0 <= i < len(LADDER):
+            raise DialError(f"size {size!r} is out of range; sizes are 0..{len(LADDER) - 1} or {', '.join(names)}")
+    elif key in names:
+        i = names.index(key)
+    else:
+        raise DialError(f"unknown size {size!r}; sizes are 0..{len(LADDER) - 1} or {', '.join(names)}")
+    return Rung(i, *LADDER[i])
+
+
+def _init(layer: nn.Module, gain: float = math.sqrt(2)) -> nn.Module:
+    """Orthogonal weights, zero bias (the PPO implementation-detail default)."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ActorCritic(nn.Module):
+    """Policy and value over uint8 observation planes (C, H, W).
+
+    ``forward(obs)`` returns (logits (B, 4), value (B,)). Observations are scaled to [0, 1]
+    per plane inside the network, so callers pass the env's uint8 tensor as it is.
+    """
+
+    def __init__(self, obs_shape: tuple[int, int, int], plane_high: np.ndarray | list[int], m: int,
+                 family: str = "conv", num_actions: int = 4) -> None:
+        super().__init__()
+        if family not in FAMILIES:
+            raise DialError(f"unknown network family {family!r}; expected one of {', '.join(FAMILIES)}")
+        c, h, w = obs_shape
+        self.family, self.m = family, m
+        self.register_buffer("scale", 1.0 / torch.as_tensor(plane_high, dtype=torch.float32).view(1, c, 1, 1))
+        if family == "conv":
+            oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+            hidden = 4 * m
+            self.trunk = nn.Sequential(
+                _init(nn.Conv2d(c, m, 3, padding=1)), nn.ReLU(),
+                _init(nn.Conv2d(m, m, 3, padding=1)), nn.ReLU(),
+                _init(nn.Conv2d(m, m, 3, stride=2, padding=1)), nn.ReLU(),
+                nn.Flatten(),
+                _init(nn.Linear(m * oh * ow, hidden)), nn.ReLU(),
+            )
+        else:
+            hidden = 8 * m
+            self.trunk = nn.Sequential(
+                nn.Flatten(),
+                _init(nn.Linear(c * h * w, hidden)), nn.ReLU(),
+                _init(nn.Linear(hidden, hidden)), nn.ReLU(),
+            )
+        self.pi = _init(nn.Linear(hidden, num_actions), gain=0.01)
+        self.v = _init(nn.Linear(hidden, 1), gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.trunk(obs.float() * self.scale)
+        return self.pi(z), self.v(z).squeeze(-1)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build(env_id: str, size: str | int, family: str = "conv", **dials) -> ActorCritic:
+    """The network of ladder rung ``size`` for a registered env (grid observations)."""
+    from capgap.envs import observation_space, task_class
+
+    task = task_class(env_id).from_dials(**dials)
+    space = observation_space(task)
+    high = [task.channel_high.get(c, 1) for c in task.channels]
+    return ActorCritic(space.shape, high, rung(size).m, family)
+
+
+def ladder_table(env_id: str, family: str = "conv", **dials) -> list[tuple[int, str, int, int]]:
+    """(index, name, m, parameters) for every rung on an env."""
+    return [(i, name, m, build(env_id, i, family, **dials).num_params()) for i, (name, m) in enumerate(LADDER)]
