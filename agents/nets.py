@@ -101,7 +101,7 @@ class ActorCritic(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build(env_id: str, size: str | int, family: str = "conv", **dials) -> ActorCritic:
+def build(env_id: str, size: str | int, family: str = "conv", /, **dials) -> ActorCritic:
     """The network of ladder rung ``size`` for a registered env (grid observations)."""
     from capgap.envs import observation_space, task_class
 
@@ -111,6 +111,6 @@ def build(env_id: str, size: str | int, family: str = "conv", **dials) -> ActorC
     return ActorCritic(space.shape, high, rung(size).m, family)
 
 
-def ladder_table(env_id: str, family: str = "conv", **dials) -> list[tuple[int, str, int, int]]:
+def ladder_table(env_id: str, family: str = "conv", /, **dials) -> list[tuple[int, str, int, int]]:
     """(index, name, m, parameters) for every rung on an env."""
     return [(i, name, m, build(env_id, i, family, **dials).num_params()) for i, (name, m) in enumerate(LADDER)]

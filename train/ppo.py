@@ -59,9 +59,9 @@ class Args:
     """Training levels: 0 = unlimited fresh levels, N = a fixed set of N."""
     num_envs: int = 256
     """Parallel envs in the rollout."""
-    num_steps: int = 64
+    num_steps: int = 16
     """Steps per env per rollout (batch = num_envs * num_steps)."""
-    lr: float = 5e-4
+    lr: float = 1e-3
     """Adam learning rate."""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to 0."""
@@ -71,7 +71,7 @@ class Args:
     """GAE lambda."""
     num_minibatches: int = 8
     """Minibatches per epoch."""
-    update_epochs: int = 3
+    update_epochs: int = 4
     """Epochs over each rollout."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
@@ -223,6 +223,7 @@ def train(args: Args) -> Path:
     dials = parse_dials(args.dials)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     agent = build(args.env, args.size, args.family, **dials).to(args.device)  # validates env, size, dials
     run_dir, resume_from = prepare_run_dir(args)
     if (run_dir / "done.json").exists():
@@ -230,7 +231,6 @@ def train(args: Args) -> Path:
         return run_dir
 
     # ----- setup ----------------------------------------------------------------------
-    torch.manual_seed(args.seed)
     device = torch.device(args.device)
     params = agent.num_params()
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=1e-5)
@@ -246,7 +246,11 @@ def train(args: Args) -> Path:
         core = ckpt["core"]
         torch.set_rng_state(ckpt["torch_rng"])
         iteration, global_step, next_eval = ckpt["iteration"], ckpt["global_step"], ckpt["next_eval"]
-    writer = SummaryWriter(str(run_dir), purge_step=global_step if resume_from else None)
+        evals = run_dir / "evals.jsonl"  # forget evaluations logged after the checkpoint
+        kept = [ln for ln in evals.read_text().splitlines() if json.loads(ln)["step"] <= global_step]
+        _atomic_write(evals, lambda p: p.write_text("".join(ln + "\n" for ln in kept)))
+    # events logged after the checkpoint (by the killed process) are purged from TensorBoard's view
+    writer = SummaryWriter(str(run_dir), purge_step=global_step + 1 if resume_from else None)
     if resume_from is None:
         writer.add_text("hyperparameters", hparams_markdown(args, params))
         writer.add_custom_scalars({"capgap": {
@@ -288,9 +292,9 @@ def train(args: Args) -> Path:
         ckpt = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "core": core,
                 "torch_rng": torch.get_rng_state(), "iteration": iteration, "global_step": global_step,
                 "next_eval": next_eval, "params": params, "config": config_of(args)}
+        writer.flush()  # everything up to this step is on disk before the checkpoint exists
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         _atomic_write(run_dir / "checkpoints" / f"step_{global_step:010d}.pt", lambda p: torch.save(ckpt, p))
-        writer.flush()
         bar.set_postfix(test_C=f"{last['te_C']:.2f}", test_A=f"{last['te_A']:.2f}", train_A=f"{last['tr_A']:.2f}")
 
     if resume_from is None:

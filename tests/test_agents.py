@@ -1,0 +1,52 @@
+"""The size ladder: rungs, parameter counts, addressing, and networks for every env."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import capgap.envs as E
+from capgap.agents import FAMILIES, LADDER, build, ladder_table, rung
+from capgap.train.cli import main
+
+
+def test_ladder_spans_three_orders_of_magnitude() -> None:
+    counts = [n for *_, n in ladder_table("capgap/CheeseCorner-v0")]
+    assert len(counts) >= 6
+    assert all(a < b for a, b in itertools.pairwise(counts)), counts
+    assert counts[0] <= 1_000 and counts[-1] >= 1_000_000, counts
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mlp_ladder_increases_too(family: str) -> None:
+    counts = [n for *_, n in ladder_table("capgap/CheeseCorner-v0", family)]
+    assert all(a < b for a, b in itertools.pairwise(counts))
+
+
+def test_rungs_by_name_or_index() -> None:
+    for i, (name, m) in enumerate(LADDER):
+        assert rung(i) == rung(str(i)) == rung(name)
+        assert rung(name).m == m
+    for bad in ("7", "-1", "huge"):
+        with pytest.raises(E.DialError, match=r"sizes are 0\.\.5 or nano, micro"):
+            rung(bad)
+
+
+@pytest.mark.parametrize("env_id", list(E.TASKS))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_networks_take_every_env(env_id: str, family: str) -> None:
+    core = E.make_core(env_id, 5)
+    core.reset(0)
+    net = build(env_id, "micro", family)
+    logits, value = net(core.obs)
+    assert logits.shape == (5, 4) and value.shape == (5,)
+    assert torch.isfinite(logits).all() and torch.isfinite(value).all()
+
+
+def test_sizes_command_prints_exact_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sizes", "--env", "capgap/CheeseCorner-v0"]) == 0
+    out = capsys.readouterr().out
+    for i, name, _, n in ladder_table("capgap/CheeseCorner-v0"):
+        assert f"{name}" in out and f"{n:,}" in out, (i, name, n)

@@ -1,0 +1,173 @@
+"""PPO runs: TensorBoard contents read back with TensorBoard's reader, reproducibility, resume,
+checkpoints, bad input, and (small) evidence that learning happens."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from capgap.train.cli import main
+from capgap.train.ppo import Args, RunError, agent_from_run, latest_checkpoint, train
+
+# a small, fast configuration: 7x7 maze, tiny batches
+SMALL = dict(size="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 6, eval_every=64 * 32 * 2,
+             eval_episodes=32, dials=("size=7", "max_steps=40"), progress=False, threads=1)
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    files = list(run_dir.glob("events.out.tfevents.*"))
+    assert files, f"no event file in {run_dir}"
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+def scalars(run_dir: Path, skip: tuple[str, ...] = ("charts/SPS",)) -> dict[str, list[tuple[int, float]]]:
+    ea = events(run_dir)
+    return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"] if t not in skip}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train(Args(**SMALL, out=str(tmp_path_factory.mktemp("runs"))))
+
+
+def test_tensorboard_holds_the_curves(small_run: Path) -> None:
+    ea = events(small_run)
+    tags = ea.Tags()
+    for split in ("train", "test"):
+        for m in ("capability", "goal", "proxy", "return"):
+            steps = [e.step for e in ea.Scalars(f"eval/{split}/{m}")]
+            assert steps == [0, 4096, 8192, 12288], (split, m, steps)
+            assert all(0 <= e.value <= 1 for e in ea.Scalars(f"eval/{split}/{m}"))
+        assert f"eval/{split}/visits" in tags["images"]
+    assert "eval/test/trajectory" in tags["images"]
+    for t in ("losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl", "charts/SPS"):
+        assert [e.step for e in ea.Scalars(t)] == [2048 * i for i in range(1, 7)], t
+    # episode statistics really reach TensorBoard (the auto-reset pitfall)
+    returns = ea.Scalars("charts/episodic_return")
+    assert len(returns) >= 5 and any(e.value > 0 for e in returns)
+    rates = [ea.Scalars(f"charts/{o}_rate")[-1].value for o in ("goal", "proxy", "neither")]
+    assert sum(rates) == pytest.approx(1.0)
+    # hyperparameters, custom scalars and HParams, in this run dir and no sub-run
+    assert "hyperparameters/text_summary" in tags["tensors"]
+    assert "custom_scalars__config__" in tags["tensors"]
+    assert set(ea.PluginTagToContent("hparams")) >= {"_hparams_/experiment", "_hparams_/session_start_info"}
+    assert not [p for p in small_run.rglob("events.out.tfevents.*") if p.parent != small_run]
+
+
+def test_eval_log_matches_tensorboard(small_run: Path) -> None:
+    lines = [json.loads(x) for x in (small_run / "evals.jsonl").read_text().splitlines()]
+    ea = events(small_run)
+    for ln in lines:
+        tb = {e.step: e.value for e in ea.Scalars(f"eval/{ln['split']}/goal")}
+        assert tb[ln["step"]] == pytest.approx(ln["goal"])
+    done = json.loads((small_run / "done.json").read_text())
+    assert done["global_step"] == 12288
+    assert sorted(p.name for p in (small_run / "checkpoints").glob("*.pt")) == [
+        f"step_{s:010d}.pt" for s in (0, 4096, 8192, 12288)]
+    agent, config = agent_from_run(small_run)
+    assert config["seed"] == 0 and agent.num_params() > 0
+
+
+def test_same_seed_same_scalars(small_run: Path, tmp_path: Path) -> None:
+    again = train(Args(**SMALL, out=str(tmp_path)))
+    assert scalars(again) == scalars(small_run)
+    other = train(Args(**{**SMALL, "seed": 1}, out=str(tmp_path)))
+    assert scalars(other) != scalars(small_run)
+
+
+def test_killed_run_resumes_to_the_same_result(small_run: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path)]
+    for k, v in SMALL.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            cmd.append(flag if v else "--no-" + k.replace("_", "-"))
+        elif isinstance(v, tuple):
+            cmd += [flag, *v]
+        else:
+            cmd += [flag, str(v)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_dir = tmp_path / small_run.name
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "checkpoints" / f"step_{4096:010d}.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "done.json").exists(), "killed too late to test resuming"
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert json.loads((run_dir / "done.json").read_text())["global_step"] == 12288
+    resumed, straight = scalars(run_dir), scalars(small_run)
+    for tag in ("eval/test/goal", "eval/train/capability", "losses/value_loss"):
+        assert resumed[tag] == straight[tag], tag
+
+
+def test_finished_run_is_not_run_twice(small_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (small_run / "done.json").read_text()
+    train(Args(**SMALL, out=str(small_run.parent)))
+    assert "already finished" in capsys.readouterr().out
+    assert (small_run / "done.json").read_text() == before
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path: Path) -> None:
+    args = Args(**SMALL, out=str(tmp_path))
+    run_dir = train(args)
+    (run_dir / "done.json").unlink()
+    ckpt = latest_checkpoint(run_dir)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match=r"checkpoint .*step_0000012288.pt is unreadable .* delete it to resume"):
+        train(args)
+    state = torch.load(run_dir / "checkpoints" / f"step_{8192:010d}.pt", weights_only=False)
+    state["agent"] = {k: v[..., :1] for k, v in state["agent"].items()}
+    torch.save(state, ckpt)
+    with pytest.raises(RunError, match="holds a different network"):
+        train(args)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "capgap/Nope-v0"], "unknown env 'capgap/Nope-v0'"),
+        (["--size", "9"], "size '9' is out of range"),
+        (["--num-envs", "10", "--num-steps", "3", "--num-minibatches", "4"], "does not split into num_minibatches=4"),
+        (["--total-steps", "100"], "total_steps=100 is less than one rollout"),
+        (["--dials", "p_disambiguate"], "malformed dial 'p_disambiguate'"),
+        (["--dials", "colour=3"], "CheeseCorner has no dial 'colour'"),
+    ],
+)
+def test_bad_input_gets_one_line(argv: list[str], message: str, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--out", str(tmp_path), "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("capgap: error: ") and message in err and "\n" not in err, err
+
+
+def test_out_dir_holding_another_run(small_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "--out", str(small_run.parent), "--name", small_run.name, "--lr", "0.1", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds another run (its config differs in:" in err and "lr" in err
+
+
+def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
+    """CI-sized science check (the full one: experiments/cheese_corner_gmg.py).
+
+    On a 7x7 CheeseCorner maze a tiny agent learns to find the training cheese (train A rises
+    well above the random policy's), keeps its skill on the test split (C), and mostly runs to
+    the corner there (test A stays low): goal misgeneralisation, at small scale, seeded.
+    """
+    run = train(Args(size="tiny", total_steps=256 * 16 * 64, eval_every=256 * 16 * 32, eval_episodes=256,
+                     dials=("size=7", "max_steps=40"), progress=False, threads=1, out=str(tmp_path)))
+    ea = events(run)
+    train_a = [e.value for e in ea.Scalars("eval/train/goal")]
+    test_c, test_a = ea.Scalars("eval/test/capability")[-1].value, ea.Scalars("eval/test/goal")[-1].value
+    assert train_a[-1] >= train_a[0] + 0.4 and train_a[-1] >= 0.75, train_a
+    assert test_c >= 0.75 and test_a <= 0.45, (test_c, test_a)
