@@ -1,6 +1,7 @@
 # capgap: two commands on a fresh machine.
 #   make test   install what the tests need into .venv, then lint and run the test suite
 #   make demo   install, then run the main job (see README)
+#   make bench  install the peers (Minigrid, Stable-Baselines3), then run the speed benchmarks
 # Both create .venv on first use. TORCH pins the torch build installed before the project
 # (the CPU 2.13.0 build lies on disk here; elsewhere pick yours, e.g. TORCH=torch==2.5.1).
 
@@ -27,4 +28,6 @@ demo: $(STAMP)
 	$(BIN)/capgap certify
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/env_speed.py
+	$(BIN)/python benchmarks/train_speed.py

@@ -276,7 +276,7 @@ def train(args: Args) -> Path:
     bar = tqdm(total=args.total_steps, initial=global_step, unit="step", unit_scale=True, disable=not args.progress,
                desc=run_name(args), dynamic_ncols=True)
     last: dict[str, float] = {}
-    start_time, start_step = time.time(), global_step
+    start_time, train_time, start_step = time.time(), 0.0, global_step
 
     def evaluate_and_checkpoint() -> None:
         nonlocal next_eval, last
@@ -303,6 +303,7 @@ def train(args: Args) -> Path:
     # ----- the training loop ----------------------------------------------------------
     while iteration < num_iterations:
         iteration += 1
+        t_iter = time.perf_counter()
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = args.lr * (1.0 - (iteration - 1.0) / num_iterations)
 
@@ -373,9 +374,10 @@ def train(args: Args) -> Path:
                 optimizer.step()
 
         # ----- logging --------------------------------------------------------------------
+        train_time += time.perf_counter() - t_iter
         var_y = b_returns.var()
         explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
-        sps = (global_step - start_step) / max(time.time() - start_time, 1e-9)
+        sps = (global_step - start_step) / max(train_time, 1e-9)  # training only: evaluations excluded
         w = writer.add_scalar
         w("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
         w("charts/SPS", sps, global_step)
@@ -398,7 +400,8 @@ def train(args: Args) -> Path:
 
     bar.close()
     writer.close()
-    final = {"global_step": global_step, "parameters": params, "wall_s": time.time() - start_time, **last}
+    final = {"global_step": global_step, "parameters": params, "wall_s": time.time() - start_time,
+             "train_sps": (global_step - start_step) / max(train_time, 1e-9), **last}
     _atomic_write(run_dir / "done.json", lambda p: p.write_text(json.dumps(final, indent=2)))
     return run_dir
 
