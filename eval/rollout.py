@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from capgap.envs import NEITHER, PROXY, make_core, render
+from capgap.envs import NEITHER, OUTCOMES, PROXY, make_core, render
 
 EVAL_SEED_BASE = 1 << 40
 
@@ -40,6 +40,13 @@ class EvalResult:
     """(C, S, S) the first episode's initial observation."""
     first_path: list[int] = field(repr=False)
     """The first episode's agent positions (flat indices), start included."""
+
+    def records(self, meta: dict[str, Any], step: int) -> list[dict[str, Any]]:
+        """One JSON-able dict per episode: ``meta`` (run, env, size, ...), the step and the outcome."""
+        return [{**meta, "step": step, "split": self.split, "episode": i, "level": int(self.level[i]),
+                 "outcome": OUTCOMES[int(self.outcome[i])], "goal_score": float(self.goal_score[i]),
+                 "capability_score": float(self.capability_score[i]), "return": float(self.ret[i]),
+                 "length": int(self.length[i])} for i in range(len(self.outcome))]
 
     def metrics(self) -> dict[str, float]:
         """C, A, proxy rate, return and length, averaged over the episodes."""

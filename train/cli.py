@@ -5,6 +5,9 @@
     capgap certify [<env> ...]        run the oracle validity certificate
     capgap sizes [--env <id>]         the size ladder with exact parameter counts
     capgap train [--env ...] [--size ...] [--seed ...] [--total-steps ...]   one PPO run
+    capgap sweep --sizes 0..3 --seeds 0..2 [--dial p_disambiguate=0,0.1] --out DIR [train flags]
+    capgap eval DIR [--episodes 512]  evaluate every checkpoint of a run or sweep, both splits
+    capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from collections.abc import Callable
 
 from capgap import envs as E
@@ -91,7 +95,106 @@ def cmd_train(argv: list[str]) -> None:
     print(f"run: {run_dir}\nview: tensorboard --logdir {run_dir.parent}")
 
 
+def cmd_sweep(argv: list[str]) -> None:
+    import os
+    from pathlib import Path
+
+    import tyro
+
+    from capgap.train.ppo import Args
+    from capgap.train.sweep import Sweep, parse_grid, parse_range, run_sweep
+
+    p = argparse.ArgumentParser(prog="capgap sweep", description="Train every trial of a grid (resumable).",
+                                epilog="Other flags (--total-steps, --dials size=9, --lr, ...) go to every trial's "
+                                       "capgap train; see capgap train --help.")
+    p.add_argument("--env", nargs="+", default=[E.DEFAULT_ENV], help="env ids")
+    p.add_argument("--sizes", default="0..3", help="ladder rungs: 0..3, 0,2,5 or names")
+    p.add_argument("--seeds", default="0..2", help="seeds: 0..4 or 0,1,7")
+    p.add_argument("--dial", action="append", default=[], metavar="NAME=V1,V2",
+                   help="sweep a dial over values (repeatable: the grid is their product)")
+    p.add_argument("--out", required=True, help="sweep directory (rerun the same command to resume)")
+    p.add_argument("--backend", default="local", choices=("local", "ray"))
+    p.add_argument("--workers", type=int, default=0, help="local worker processes (0 = one per core)")
+    p.add_argument("--address", default=None, help="Ray cluster address (ray backend; none = a local instance)")
+    p.add_argument("--no-progress", action="store_true")
+    a, rest = p.parse_known_args(argv)
+    clash = [f for f in rest if f.split("=")[0] in ("--env", "--size", "--seed", "--out", "--name")]
+    if clash:
+        raise UsageError(f"{clash[0]} is set per trial by the sweep; use --env/--sizes/--seeds/--out instead")
+    base = tyro.cli(Args, args=rest, prog="capgap sweep [train flags]")
+    seeds = parse_range(a.seeds, "seed")
+    bad = [x for x in seeds if not x.isdigit()]
+    if bad:
+        raise UsageError(f"malformed seed {bad[0]!r}; seeds are non-negative integers, e.g. 0..4")
+    sweep = Sweep(envs=a.env, sizes=parse_range(a.sizes, "size"), seeds=[int(x) for x in seeds],
+                  grid=parse_grid(a.dial), base=base, out=Path(a.out))
+    t0 = time.time()
+    run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress)
+    print(f"sweep: {len(sweep.trials())} trials in {sweep.out} ({time.time() - t0:.0f} s, {os.cpu_count()} cores)")
+    print(f"next:  capgap eval {sweep.out} && capgap report {sweep.out}")
+
+
+def cmd_eval(argv: list[str]) -> None:
+    import os
+    from pathlib import Path
+
+    from capgap.eval.evaluator import evaluate_run, find_runs
+    from capgap.train.sweep import run_local
+
+    p = argparse.ArgumentParser(prog="capgap eval", description="Evaluate every checkpoint on both splits.")
+    p.add_argument("path", help="a run dir or a sweep dir")
+    p.add_argument("--episodes", type=int, default=512, help="episodes (fresh levels) per split per checkpoint")
+    p.add_argument("--workers", type=int, default=0, help="processes (0 = one per core)")
+    a = p.parse_args(argv)
+    if a.episodes < 1:
+        raise UsageError(f"--episodes {a.episodes} must be >= 1")
+    runs = find_runs(Path(a.path))
+    workers = min(a.workers or os.cpu_count() or 1, len(runs))
+    jobs = [{"run_dir": str(r), "episodes": a.episodes, "threads": max(1, (os.cpu_count() or 1) // workers)}
+            for r in runs]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="run", desc="eval", dynamic_ncols=True)
+    evaluated = [0]
+
+    def on_done(r: dict) -> None:
+        evaluated[0] += r["evaluated"]
+        bar.update(1)
+
+    if workers <= 1:
+        for job in jobs:
+            on_done(evaluate_run(job))
+    else:
+        run_local(evaluate_run, jobs, workers, on_done)
+    bar.close()
+    print(f"eval: {len(runs)} runs, {evaluated[0]} checkpoints evaluated now ({a.episodes} episodes per split)")
+
+
+def cmd_report(argv: list[str]) -> None:
+    from pathlib import Path
+
+    from capgap.eval import metrics, report
+    from capgap.eval.evaluator import episode_files
+
+    p = argparse.ArgumentParser(prog="capgap report", description="Metrics with CIs over seeds, tables and plots.")
+    p.add_argument("path", help="a sweep dir (or a run dir)")
+    p.add_argument("--out", default=None, help="report dir (default: <path>/report)")
+    a = p.parse_args(argv)
+    files = episode_files(Path(a.path))
+    if not files:
+        raise UsageError(f"no evaluated checkpoints under {a.path}; run capgap eval {a.path} first")
+    rows = metrics.compute(metrics.load_episodes(files))
+    out = Path(a.out) if a.out else Path(a.path) / "report"
+    written = report.write_report(rows, out)
+    print(report.table_text(rows))
+    print()
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    print(f"view:  tensorboard --logdir {out / 'tensorboard'}")
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report,
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "sizes": cmd_sizes, "train": cmd_train,
 }
 

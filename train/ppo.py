@@ -15,11 +15,13 @@ TensorBoard tags (x-axis = env steps): ``charts/*`` (training episodes, SPS, LR)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,27 @@ def parse_dials(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
+def canonical_dials(pairs: tuple[str, ...] | list[str]) -> str:
+    """``("size=9", "p_disambiguate=0.10")`` -> ``"p_disambiguate=0.1,size=9"``: one spelling per setting."""
+    return ",".join(f"{k}={v}" for k, v in sorted(parse_dials(pairs).items()))
+
+
+def run_meta(args: Args, params: int) -> dict[str, Any]:
+    """What identifies a run in per-episode records: the keys the evaluator groups by."""
+    r = rung(args.size)
+    return {"run": run_name(args), "env": args.env, "size": r.name, "size_index": r.index, "params": params,
+            "family": args.family, "dials": canonical_dials(args.dials), "seed": args.seed}
+
+
+def write_episodes(run_dir: Path, step: int, results: list[EvalResult], meta: dict[str, Any]) -> Path:
+    """Store an evaluation's per-episode outcomes as ``episodes/step_<step>.jsonl`` (atomically)."""
+    (run_dir / "episodes").mkdir(exist_ok=True)
+    path = run_dir / "episodes" / f"step_{step:010d}.jsonl"
+    lines = "".join(json.dumps(r) + "\n" for res in results for r in res.records(meta, step))
+    _atomic_write(path, lambda p: p.write_text(lines))
+    return path
+
+
 def run_name(args: Args) -> str:
     """``CheeseCorner-v0__tiny__p_disambiguate=0.1__s0``: filterable in TensorBoard."""
     if args.name:
@@ -202,6 +225,28 @@ def prepare_run_dir(args: Args) -> tuple[Path, Path | None]:
     return run_dir, None
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path, wait_s: float = 15.0) -> Iterator[None]:
+    """Hold an exclusive lock on a run dir: two processes never train the same run at once
+    (e.g. a resumed sweep while a killed sweep's worker is still exiting)."""
+    import fcntl
+
+    with (run_dir / ".lock").open("w") as f:
+        deadline = time.time() + wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    raise RunError(f"{run_dir} is being trained by another process; wait for it or stop it") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def hparams_markdown(args: Args, params: int) -> str:
     rows = "\n".join(f"|{k}|{v}|" for k, v in {**config_of(args), "parameters": params}.items())
     return "|param|value|\n|-|-|\n" + rows
@@ -220,15 +265,22 @@ def log_eval(writer: SummaryWriter, step: int, res: EvalResult, channels: tuple[
 def train(args: Args) -> Path:
     """Train (or resume) one run; returns its directory."""
     check_args(args)
+    build(args.env, args.size, args.family, **parse_dials(args.dials))  # validates env, size, dials
+    run_dir, _ = prepare_run_dir(args)
+    with run_lock(run_dir):
+        if (run_dir / "done.json").exists():
+            print(f"{run_dir} already finished; nothing to do")
+        else:
+            _train(args, run_dir, latest_checkpoint(run_dir))
+    return run_dir
+
+
+def _train(args: Args, run_dir: Path, resume_from: Path | None) -> None:
     dials = parse_dials(args.dials)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    agent = build(args.env, args.size, args.family, **dials).to(args.device)  # validates env, size, dials
-    run_dir, resume_from = prepare_run_dir(args)
-    if (run_dir / "done.json").exists():
-        print(f"{run_dir} already finished; nothing to do")
-        return run_dir
+    agent = build(args.env, args.size, args.family, **dials).to(args.device)
 
     # ----- setup ----------------------------------------------------------------------
     device = torch.device(args.device)
@@ -281,12 +333,15 @@ def train(args: Args) -> Path:
     def evaluate_and_checkpoint() -> None:
         nonlocal next_eval, last
         agent.eval()
+        results = []
         for split in ("train", "test"):
             res = evaluate(agent, args.env, split, args.eval_episodes, dials, seed=args.seed, device=args.device)
+            results.append(res)
             m = log_eval(writer, global_step, res, core.task.channels)
             last[f"{split[:2]}_C"], last[f"{split[:2]}_A"] = m["capability"], m["goal"]
             with (run_dir / "evals.jsonl").open("a") as f:
                 f.write(json.dumps({"step": global_step, "split": split, **m}) + "\n")
+        write_episodes(run_dir, global_step, results, run_meta(args, params))
         agent.train()
         next_eval = global_step + args.eval_every
         ckpt = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "core": core,
@@ -403,7 +458,6 @@ def train(args: Args) -> Path:
     final = {"global_step": global_step, "parameters": params, "wall_s": time.time() - start_time,
              "train_sps": (global_step - start_step) / max(train_time, 1e-9), **last}
     _atomic_write(run_dir / "done.json", lambda p: p.write_text(json.dumps(final, indent=2)))
-    return run_dir
 
 
 def agent_from_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[ActorCritic, dict[str, Any]]:

@@ -1,0 +1,265 @@
+"""Turn sweep metrics into a report: markdown tables, CSV/JSON, plots and a TensorBoard log.
+
+Input: the rows of ``capgap.eval.metrics.compute`` (one per env, dials, size and step).
+``write_report`` writes into one folder:
+
+- ``report.md``: per (env, dials) a table of the final-step rows, each cell "mean [lo, hi]";
+- ``report.csv``, ``report.json``: every row (every step), keys as in ``metrics.ROW_KEYS``
+  (NaN is ``nan`` in the CSV and ``null`` in the JSON);
+- ``ca_vs_params.png`` (C_test and A_test against parameter count), ``curves.png``
+  (C_test(t) solid and A_test(t) dashed, one colour per size) and ``gap_vs_size.png``
+  (gap_test against parameter count, one line per env and dials);
+- ``tensorboard/``: the plots as images and the report as text at the top level, and one run
+  per (env, dials, size) holding an HParams entry, the final ``final/{C,A,gap}_test`` scalars
+  and the curves ``sweep/{C,A,gap}_test`` against env steps. Open it with
+  ``tensorboard --logdir <out_dir>/tensorboard``.
+
+Plots are drawn on ``matplotlib.figure.Figure`` objects rendered by the Agg canvas, so
+pyplot's global state and backend are never touched.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from capgap.eval.metrics import ROW_KEYS, final_rows
+
+TABLE_METRICS: tuple[str, ...] = (
+    "C_test", "A_test", "gap_test", "C_train", "A_train", "transfer", "retention", "proxy_test",
+)
+"""The metric columns of the markdown table, after size, params, step and seeds."""
+TEXT_METRICS: tuple[str, ...] = ("C_test", "A_test", "gap_test")
+"""The metric columns of ``table_text`` and the metrics logged per run to TensorBoard."""
+PLOTS: tuple[str, ...] = ("ca_vs_params", "curves", "gap_vs_size")
+DPI = 110
+
+
+def fmt_ci(row: dict[str, Any], metric: str) -> str:
+    """``"0.83 [0.79, 0.87]"``: the metric's mean and 95% CI to two decimals; ``"n/a"`` when the mean is NaN."""
+    m, lo, hi = row[metric], row[metric + "_lo"], row[metric + "_hi"]
+    if m is None or math.isnan(m):
+        return "n/a"
+    return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _panels(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Rows grouped by (env, dials), in sorted order."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        out[(r["env"], r["dials"])].append(r)
+    return dict(sorted(out.items()))
+
+
+def _panel_title(env: str, dials: str) -> str:
+    return f"{env}\n{dials or '(default dials)'}"
+
+
+def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep") -> str:
+    """The markdown report: per (env, dials) a table of the final-step rows, then the plot files."""
+    lines = [f"# {title}", ""]
+    header = ["size", "params", "step", "seeds", *TABLE_METRICS]
+    for (env, dials), panel in _panels(final_rows(rows)).items():
+        lines += [f"## {env}", "", f"dials: `{dials}`" if dials else "dials: default", ""]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in panel:
+            cells = [r["size"], f"{r['params']:,}", f"{r['step']:,}", str(r["n_seeds"])]
+            cells += [fmt_ci(r, m) for m in TABLE_METRICS]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Plots (panel for this env and dials): " + ", ".join(f"`{p}.png`" for p in PLOTS), ""]
+    lines += ["Cells are mean [95% bootstrap CI] over seeds; n/a where undefined (see `capgap.eval.metrics`).", ""]
+    return "\n".join(lines)
+
+
+def table_text(rows: list[dict[str, Any]]) -> str:
+    """A compact plain-text table of the final-step rows, for a terminal."""
+    out: list[str] = []
+    widths = (10, 12, *(20 for _ in TEXT_METRICS))
+    for (env, dials), panel in _panels(final_rows(rows)).items():
+        out.append(f"{env}  [{dials or 'default dials'}]")
+        cells_rows = [["size", "params", *TEXT_METRICS]]
+        cells_rows += [[r["size"], f"{r['params']:,}", *(fmt_ci(r, m) for m in TEXT_METRICS)] for r in panel]
+        out += ["  " + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in cells_rows]
+        out.append("")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list[Axes]]:
+    """A figure with one axes per panel (at least one), three to a row; spare axes hidden."""
+    n = max(n, 1)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _col(rows: list[dict[str, Any]], key: str) -> np.ndarray:
+    return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+
+
+def plot_ca_vs_params(rows: list[dict[str, Any]]) -> Figure:
+    """C_test and A_test of the final rows against parameter count (log x), with CI bands."""
+    panels = _panels(final_rows(rows))
+    fig, axes = _grid(len(panels))
+    for ax, ((env, dials), panel) in zip(axes, panels.items(), strict=False):
+        panel = sorted(panel, key=lambda r: r["params"])
+        x = _col(panel, "params")
+        for m, colour in (("C_test", "tab:blue"), ("A_test", "tab:orange")):
+            ax.plot(x, _col(panel, m), "o-", color=colour, label=m)
+            ax.fill_between(x, _col(panel, m + "_lo"), _col(panel, m + "_hi"), color=colour, alpha=0.2)
+        ax.set(xscale="log", ylim=(-0.05, 1.05), xlabel="parameters", ylabel="score (test split)")
+        ax.set_title(_panel_title(env, dials), fontsize=8)
+        ax.legend(fontsize=8)
+    if not panels:
+        axes[0].text(0.5, 0.5, "no data", ha="center", va="center")
+    return fig
+
+
+def plot_curves(rows: list[dict[str, Any]]) -> Figure:
+    """C_test(t) (solid) and A_test(t) (dashed) against env steps, one colour per size."""
+    panels = _panels(rows)
+    fig, axes = _grid(len(panels))
+    cmap = colormaps["viridis"]
+    top = max((r["size_index"] for r in rows), default=1) or 1
+    for ax, ((env, dials), panel) in zip(axes, panels.items(), strict=False):
+        by_size: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in panel:
+            by_size[r["size"]].append(r)
+        for size, rs in by_size.items():
+            rs = sorted(rs, key=lambda r: r["step"])
+            colour = cmap(0.9 * rs[0]["size_index"] / top)
+            steps = _col(rs, "step")
+            ax.plot(steps, _col(rs, "C_test"), "-", color=colour, label=f"{size} C")
+            ax.plot(steps, _col(rs, "A_test"), "--", color=colour, label=f"{size} A")
+        ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel="score (test split)")
+        ax.set_title(_panel_title(env, dials), fontsize=8)
+        ax.legend(fontsize=6, ncols=2)
+    if not panels:
+        axes[0].text(0.5, 0.5, "no data", ha="center", va="center")
+    return fig
+
+
+def plot_gap_vs_size(rows: list[dict[str, Any]]) -> Figure:
+    """gap_test = C_test − A_test of the final rows against parameter count, one line per (env, dials)."""
+    fig = Figure(figsize=(6.5, 4.2), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    for (env, dials), panel in _panels(final_rows(rows)).items():
+        panel = sorted(panel, key=lambda r: r["params"])
+        y = _col(panel, "gap_test")
+        err = np.nan_to_num(np.clip([y - _col(panel, "gap_test_lo"), _col(panel, "gap_test_hi") - y], 0, None))
+        ax.errorbar(_col(panel, "params"), y, yerr=err, fmt="o-", capsize=3,
+                    label=f"{env.split('/')[-1]} {dials}".strip())
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xscale="log", xlabel="parameters", ylabel="gap_test = C_test − A_test")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _rgb(fig: Figure) -> np.ndarray:
+    """The figure rendered to an (H, W, 3) uint8 array."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+# ---------------------------------------------------------------- files
+
+
+def run_dirname(env: str, dials: str, size: str) -> str:
+    """TensorBoard run folder for one (env, dials, size): ``<env>__<size>__<dials>``, unsafe characters as ``_``."""
+    def safe(s: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._=,-]", "_", s)
+    return f"{safe(env)}__{safe(size)}__{safe(dials) or 'default'}"
+
+
+def _jsonable(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: str, tb_dir: Path) -> None:
+    """The TensorBoard log: plots and report at the top, one run per (env, dials, size) below."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    if tb_dir.exists():  # a rerun replaces the log rather than appending duplicate events
+        shutil.rmtree(tb_dir)
+    with SummaryWriter(str(tb_dir)) as w:
+        for name, fig in figs.items():
+            w.add_image(f"plots/{name}", _rgb(fig), 0, dataformats="HWC")
+        w.add_text("report", md)
+
+    by_run: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_run[(r["env"], r["dials"], r["size"])].append(r)
+    used: set[str] = set()
+    for (env, dials, size), rs in by_run.items():
+        name = base = run_dirname(env, dials, size)
+        for i in range(1, len(used) + 2):  # distinct runs whose names sanitise alike get a suffix
+            if name not in used:
+                break
+            name = f"{base}__{i}"
+        used.add(name)
+        final = max(rs, key=lambda r: r["step"])
+        hp = {"env": env, "dials": dials, "size": size, "size_index": final["size_index"],
+              "params": final["params"], "family": final["family"], "n_seeds": final["n_seeds"],
+              "step": final["step"]}
+        with SummaryWriter(str(tb_dir / name)) as w:
+            # hparams() rather than add_hparams(), which would open a stray sub-run of its own
+            for summary in hparams(hp, {f"final/{m}": final[m] for m in TEXT_METRICS}):
+                w.file_writer.add_summary(summary)
+            for m in TEXT_METRICS:
+                w.add_scalar(f"final/{m}", final[m], final["step"])
+            for r in sorted(rs, key=lambda r: r["step"]):
+                for m in TEXT_METRICS:
+                    w.add_scalar(f"sweep/{m}", r[m], r["step"])
+
+
+def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap sweep") -> dict[str, Path]:
+    """Write the report files into ``out_dir`` (created if needed); returns name -> path of each.
+
+    Names: ``md``, ``csv``, ``json``, the three plot names of ``PLOTS`` and ``tensorboard``.
+    An existing ``out_dir/tensorboard`` is replaced.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {"md": out_dir / "report.md", "csv": out_dir / "report.csv",
+                              "json": out_dir / "report.json"}
+
+    md = markdown(rows, title)
+    paths["md"].write_text(md, encoding="utf-8")
+    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=ROW_KEYS)
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in ROW_KEYS} for r in rows)
+    paths["json"].write_text(
+        json.dumps([{k: _jsonable(r[k]) for k in ROW_KEYS} for r in rows], indent=1, allow_nan=False) + "\n",
+        encoding="utf-8")
+
+    figs = {"ca_vs_params": plot_ca_vs_params(rows), "curves": plot_curves(rows),
+            "gap_vs_size": plot_gap_vs_size(rows)}
+    for name, fig in figs.items():
+        paths[name] = out_dir / f"{name}.png"
+        fig.savefig(paths[name], dpi=DPI)
+
+    paths["tensorboard"] = out_dir / "tensorboard"
+    _write_tensorboard(rows, figs, md, paths["tensorboard"])
+    return paths

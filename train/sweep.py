@@ -1,0 +1,216 @@
+"""Sweeps: every (env, size, dial values, seed) trial of a grid, each one ``train`` run.
+
+    capgap sweep --env capgap/CheeseCorner-v0 --sizes 0..5 --seeds 0..4 \\
+        --dial p_disambiguate=0,0.02,0.1 --out sweeps/corner --total-steps 2_000_000
+
+Flags the sweep does not know pass through to every trial's ``capgap train`` (``--total-steps``,
+``--dials size=9``, ``--lr``...). Trials land in ``<out>/runs/<run name>``, named so
+TensorBoard's run filter works (env, size, dials, seed).
+
+Backends run the very same trial function (:func:`run_trial`):
+
+* ``local`` (default): one process per worker, ``--workers`` defaulting to the machine's cores,
+  each with ``cores // workers`` torch threads so they never oversubscribe the CPU;
+* ``ray``: a Ray cluster (``--address auto`` or ``ray://host:port``; none = a local instance),
+  for sweeps that outgrow one machine. ``pip install 'capgap[ray]'``.
+
+Resumable: a trial is finished when its ``done.json`` exists (written atomically, last);
+re-running a killed sweep trains only what is missing, resuming interrupted trials from their
+last checkpoint. A run dir is locked while trained, and local workers exit with their parent,
+so no trial ever runs twice at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capgap.agents import rung
+from capgap.envs import DialError, task_class
+from capgap.train.ppo import Args, RunError, _atomic_write, check_args, config_of, parse_dials, run_name, train
+
+
+@dataclass
+class Sweep:
+    """A grid of trials over a base training config."""
+
+    envs: list[str]
+    sizes: list[str]
+    seeds: list[int]
+    grid: dict[str, list[Any]]
+    """Dial name -> values; trials take the cartesian product."""
+    base: Args
+    """Training config shared by every trial (its env, size, seed and out are overridden)."""
+    out: Path
+
+    def trials(self) -> list[Args]:
+        names = list(self.grid)
+        out = []
+        for env, size, values, seed in itertools.product(self.envs, self.sizes, itertools.product(
+                *self.grid.values()), self.seeds):
+            swept = {**parse_dials(self.base.dials), **dict(zip(names, values, strict=True))}
+            dials = tuple(f"{k}={v}" for k, v in sorted(swept.items()))
+            out.append(dataclasses.replace(self.base, env=env, size=size, seed=seed, dials=dials,
+                                           out=str(self.out / "runs"), progress=False, name=""))
+        return out
+
+    def config(self) -> dict[str, Any]:
+        base = config_of(self.base)
+        for k in ("env", "size", "seed", "out", "progress", "name", "threads"):
+            base.pop(k)
+        return {"envs": self.envs, "sizes": self.sizes, "seeds": self.seeds, "grid": self.grid, "train": base}
+
+
+def parse_range(text: str, what: str) -> list[str]:
+    """``"0..3,5"`` -> ``["0", "1", "2", "3", "5"]``; names pass through (``"tiny,small"``)."""
+    out: list[str] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("..")
+        if sep:
+            if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
+                raise DialError(f"malformed {what} range {part!r}; write e.g. 0..4 (inclusive) or 0,2,4")
+            out += [str(i) for i in range(int(lo), int(hi) + 1)]
+        elif part:
+            out.append(part)
+    if not out:
+        raise DialError(f"empty {what} list {text!r}; give at least one, e.g. 0..2")
+    return out
+
+
+def parse_grid(specs: Iterable[str]) -> dict[str, list[Any]]:
+    """``["p_disambiguate=0,0.02,0.1"]`` -> ``{"p_disambiguate": [0, 0.02, 0.1]}``."""
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name.isidentifier() or not values.strip(","):
+            raise DialError(f"malformed sweep dial {spec!r}; write it as name=v1,v2,..., e.g. p_disambiguate=0,0.1")
+        grid[name] = [parse_dials([f"{name}={v.strip()}"])[name] for v in values.split(",") if v.strip()]
+    return grid
+
+
+def validate(sweep: Sweep) -> None:
+    """Fail fast, with one line, on anything that would make a trial fail at its start."""
+    if not sweep.envs or not sweep.sizes or not sweep.seeds:
+        raise DialError("the sweep grid is empty: give at least one env, size and seed")
+    for env in sweep.envs:
+        task_class(env)
+    for s in sweep.sizes:
+        rung(s)
+    for trial in sweep.trials():
+        check_args(trial)
+        task_class(trial.env).from_dials(**parse_dials(trial.dials))
+    names = [run_name(t) for t in sweep.trials()]
+    if len(set(names)) != len(names):
+        raise DialError("two trials would share a run directory; do sizes or seeds repeat?")
+
+
+def prepare(sweep: Sweep) -> None:
+    """Create the sweep dir, or check that it holds this very sweep."""
+    path = sweep.out / "sweep.json"
+    config = sweep.config()
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != json.loads(json.dumps(config)):
+            diff = sorted(k for k in config if old.get(k) != json.loads(json.dumps(config))[k])
+            raise RunError(f"{sweep.out} holds another sweep (it differs in: {', '.join(diff)}); "
+                           "use another --out, or delete that dir")
+        return
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda p: p.write_text(json.dumps(config, indent=2)))
+
+
+def is_done(trial: Args) -> bool:
+    return (Path(trial.out) / run_name(trial) / "done.json").exists()
+
+
+def run_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """Train one trial (resuming it if it was interrupted); the one function every backend runs."""
+    args = Args(**{**config, "dials": tuple(config["dials"])})
+    run_dir = train(args)
+    return {"run": run_dir.name, **json.loads((run_dir / "done.json").read_text())}
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initialiser: end this worker if the sweep process dies (e.g. is killed)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def run_local(fn: Callable[[dict[str, Any]], dict[str, Any]], items: list[dict[str, Any]], workers: int,
+              on_done: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``fn`` over ``items`` in ``workers`` processes (spawned, so torch starts clean)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+        for fut in as_completed([pool.submit(fn, item) for item in items]):
+            on_done(fut.result())
+
+
+def run_ray(fn: Callable[[dict[str, Any]], dict[str, Any]], items: list[dict[str, Any]], threads: int,
+            address: str | None, on_done: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``fn`` over ``items`` as Ray tasks of ``threads`` CPUs each."""
+    try:
+        import ray
+    except ImportError:
+        raise DialError("the ray backend needs Ray: pip install 'capgap[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 **({} if address else {"num_cpus": os.cpu_count()}))
+    try:
+        task = ray.remote(num_cpus=threads)(fn)
+        pending = [task.remote(item) for item in items]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            on_done(ray.get(ready[0]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: str | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Run every unfinished trial; returns the summaries of the trials run now."""
+    validate(sweep)
+    prepare(sweep)
+    cores = os.cpu_count() or 1
+    workers = workers or cores
+    threads = max(1, cores // workers)
+    todo = [t for t in sweep.trials() if not is_done(t)]
+    total = len(sweep.trials())
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=total - len(todo), unit="trial", disable=not progress, dynamic_ncols=True,
+               desc=f"sweep {sweep.out.name}")
+    done: list[dict[str, Any]] = []
+
+    def on_done(summary: dict[str, Any]) -> None:
+        done.append(summary)
+        bar.update(1)
+        bar.set_postfix(last=summary["run"][-40:], test_C=f"{summary.get('te_C', float('nan')):.2f}",
+                        test_A=f"{summary.get('te_A', float('nan')):.2f}")
+
+    items = [{**config_of(t), "threads": threads} for t in todo]
+    if backend == "local":
+        run_local(run_trial, items, min(workers, max(len(items), 1)), on_done)
+    elif backend == "ray":
+        run_ray(run_trial, items, threads, address, on_done)
+    else:
+        raise DialError(f"unknown backend {backend!r}; expected local or ray")
+    bar.close()
+    return done
