@@ -111,6 +111,20 @@ def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list
     return fig, axes[:n]
 
 
+def _log_x(ax: Axes, x: np.ndarray) -> None:
+    """Log x axis with limits set from the parameter counts, so a panel whose scores are all NaN still draws."""
+    positive = x[np.isfinite(x) & (x > 0)]
+    if positive.size:
+        ax.set_xscale("log")
+        ax.set_xlim(positive.min() / 2, positive.max() * 2)
+
+
+def _note_if_empty(ax: Axes, panel: list[dict[str, Any]]) -> None:
+    """Say so on a panel with no test-split scores (rather than leaving it blank)."""
+    if all(math.isnan(r["C_test"]) and math.isnan(r["A_test"]) for r in panel):
+        ax.text(0.5, 0.5, "no test-split data", ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
 def _col(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
 
@@ -125,7 +139,9 @@ def plot_ca_vs_params(rows: list[dict[str, Any]]) -> Figure:
         for m, colour in (("C_test", "tab:blue"), ("A_test", "tab:orange")):
             ax.plot(x, _col(panel, m), "o-", color=colour, label=m)
             ax.fill_between(x, _col(panel, m + "_lo"), _col(panel, m + "_hi"), color=colour, alpha=0.2)
-        ax.set(xscale="log", ylim=(-0.05, 1.05), xlabel="parameters", ylabel="score (test split)")
+        _log_x(ax, x)
+        _note_if_empty(ax, panel)
+        ax.set(ylim=(-0.05, 1.05), xlabel="parameters", ylabel="score (test split)")
         ax.set_title(_panel_title(env, dials), fontsize=8)
         ax.legend(fontsize=8)
     if not panels:
@@ -147,8 +163,9 @@ def plot_curves(rows: list[dict[str, Any]]) -> Figure:
             rs = sorted(rs, key=lambda r: r["step"])
             colour = cmap(0.9 * rs[0]["size_index"] / top)
             steps = _col(rs, "step")
-            ax.plot(steps, _col(rs, "C_test"), "-", color=colour, label=f"{size} C")
-            ax.plot(steps, _col(rs, "A_test"), "--", color=colour, label=f"{size} A")
+            ax.plot(steps, _col(rs, "C_test"), ".-", color=colour, label=f"{size} C")
+            ax.plot(steps, _col(rs, "A_test"), ".--", color=colour, label=f"{size} A")
+        _note_if_empty(ax, panel)
         ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel="score (test split)")
         ax.set_title(_panel_title(env, dials), fontsize=8)
         ax.legend(fontsize=6, ncols=2)
@@ -161,14 +178,16 @@ def plot_gap_vs_size(rows: list[dict[str, Any]]) -> Figure:
     """gap_test = C_test − A_test of the final rows against parameter count, one line per (env, dials)."""
     fig = Figure(figsize=(6.5, 4.2), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    for (env, dials), panel in _panels(final_rows(rows)).items():
+    final = final_rows(rows)
+    for (env, dials), panel in _panels(final).items():
         panel = sorted(panel, key=lambda r: r["params"])
         y = _col(panel, "gap_test")
         err = np.nan_to_num(np.clip([y - _col(panel, "gap_test_lo"), _col(panel, "gap_test_hi") - y], 0, None))
         ax.errorbar(_col(panel, "params"), y, yerr=err, fmt="o-", capsize=3,
                     label=f"{env.split('/')[-1]} {dials}".strip())
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xscale="log", xlabel="parameters", ylabel="gap_test = C_test − A_test")
+    _log_x(ax, _col(final, "params"))
+    ax.set(xlabel="parameters", ylabel="gap_test = C_test − A_test")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return fig

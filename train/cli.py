@@ -105,6 +105,7 @@ def cmd_sweep(argv: list[str]) -> None:
     from capgap.train.sweep import Sweep, parse_grid, parse_range, run_sweep
 
     p = argparse.ArgumentParser(prog="capgap sweep", description="Train every trial of a grid (resumable).",
+                                allow_abbrev=False,
                                 epilog="Other flags (--total-steps, --dials size=9, --lr, ...) go to every trial's "
                                        "capgap train; see capgap train --help.")
     p.add_argument("--env", nargs="+", default=[E.DEFAULT_ENV], help="env ids")

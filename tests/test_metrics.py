@@ -1,0 +1,210 @@
+"""Sweep metrics: episodes -> per-seed C, A, proxy -> means over seeds with bootstrap CIs, checked by hand."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.stats import bootstrap
+
+from capgap.eval.metrics import METRICS, ROW_KEYS, compute, final_rows, load_episodes, mean_ci
+
+ENV, LAVA = "capgap/CheeseCorner-v0", "capgap/LavaShift-v0"
+SIZES = {"tiny": (0, 500), "small": (1, 5_000)}
+BINARY = {"goal": (1.0, 1.0), "proxy": (0.0, 1.0), "neither": (0.0, 0.0)}  # outcome -> (goal, capability)
+RNG_KW = "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
+N_RESAMPLES = 500
+
+
+def episodes(env: str, dials: str, size: str, seed: int, step: int, split: str,
+             outcomes: list[str | tuple[str, float, float]]) -> list[dict[str, Any]]:
+    """Episode records; an outcome is a name (binary scores) or (name, goal_score, capability_score)."""
+    out = []
+    for i, o in enumerate(outcomes):
+        name, goal, cap = (o, *BINARY[o]) if isinstance(o, str) else o
+        out.append({"run": f"{size}_s{seed}", "env": env, "size": size, "size_index": SIZES[size][0],
+                    "params": SIZES[size][1], "family": "cnn", "dials": dials, "seed": seed, "step": step,
+                    "split": split, "episode": i, "level": 1000 + i, "outcome": name, "goal_score": goal,
+                    "capability_score": cap, "return": goal, "length": 10})
+    return out
+
+
+# The main group: CheeseCorner, tiny, step 1000, three seeds of four episodes per split.
+#   seed 0  train g g g p: C=1    A=0.75  proxy=0.25 | test g p p n: C=0.75 A=0.25 proxy=0.5
+#   seed 1  train g g n n: C=0.5  A=0.5   proxy=0    | test p p p g: C=1    A=0.25 proxy=0.75
+#   seed 2  train n n n n: C=0    A=0     proxy=0    | test n p:     C=0.5  A=0    proxy=0.5
+# Seed 2's two test episodes make the averaging order matter: pooling all episodes would give C_test = 0.8.
+MAIN = {
+    0: {"train": ["goal", "goal", "goal", "proxy"], "test": ["goal", "proxy", "proxy", "neither"]},
+    1: {"train": ["goal", "goal", "neither", "neither"], "test": ["proxy", "proxy", "proxy", "goal"]},
+    2: {"train": ["neither"] * 4, "test": ["neither", "proxy"]},
+}
+# Per-seed values, by hand. Seed 2 has C_train = A_train = 0: no transfer, no retention.
+PER_SEED = {
+    "C_train": [1.0, 0.5, 0.0], "A_train": [0.75, 0.5, 0.0], "proxy_train": [0.25, 0.0, 0.0],
+    "C_test": [0.75, 1.0, 0.5], "A_test": [0.25, 0.25, 0.0], "proxy_test": [0.5, 0.75, 0.5],
+    "gap_train": [0.25, 0.0, 0.0], "gap_test": [0.5, 0.75, 0.5],
+    "transfer": [0.75 / 1.0, 1.0 / 0.5], "retention": [0.25 / 0.75, 0.25 / 0.5],
+}
+MEANS = {
+    "C_train": 0.5, "A_train": 1.25 / 3, "proxy_train": 1 / 12,
+    "C_test": 0.75, "A_test": 1 / 6, "proxy_test": 7 / 12,
+    "gap_train": 1 / 12, "gap_test": 7 / 12,
+    "transfer": 1.375, "retention": 5 / 12,  # means of per-seed ratios over seeds 0 and 1 (not 0.75 / 0.5)
+}
+
+
+def all_records() -> list[list[dict[str, Any]]]:
+    """Episodes grouped by run (one JSONL file each)."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for seed, splits in MAIN.items():
+        recs = []
+        for split, outs in splits.items():
+            recs += episodes(ENV, "size=9", "tiny", seed, 1000, split, outs)
+        runs[f"tiny_s{seed}"] = recs
+    # an earlier checkpoint of seed 0 only, with fractional (KeysChests-like) scores:
+    #   train (n .5 .5), (g 1 1): C=0.75 A=0.75 | test (p .25 1), (n .5 .5): C=0.75 A=0.375 proxy=0.5
+    runs["tiny_s0"] += episodes(ENV, "size=9", "tiny", 0, 500, "train", [("neither", 0.5, 0.5), "goal"])
+    runs["tiny_s0"] += episodes(ENV, "size=9", "tiny", 0, 500, "test", [("proxy", 0.25, 1.0), ("neither", 0.5, 0.5)])
+    # a bigger rung ("small" sorts before "tiny" by name, after it by size_index): identical seeds, no test split
+    for seed in (0, 1):
+        runs[f"small_s{seed}"] = episodes(ENV, "size=9", "small", seed, 1000, "train", ["goal", "proxy"])
+    # another env, first in the file list, last in the output
+    return [episodes(LAVA, "", "tiny", 0, 1000, "test", ["goal", "neither"]), *runs.values()]
+
+
+def write_jsonl(tmp_path: Path, runs: list[list[dict[str, Any]]]) -> list[Path]:
+    paths = []
+    for i, recs in enumerate(runs):
+        path = tmp_path / "eval" / f"run{i}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    paths = write_jsonl(tmp_path_factory.mktemp("sweep"), all_records())
+    return compute(load_episodes(paths), n_resamples=N_RESAMPLES, seed=0)
+
+
+def row_at(rows: list[dict[str, Any]], env: str, size: str, step: int) -> dict[str, Any]:
+    (row,) = [r for r in rows if (r["env"], r["size"], r["step"]) == (env, size, step)]
+    return row
+
+
+def test_rows_keys_and_order(rows: list[dict[str, Any]]) -> None:
+    assert [(r["env"], r["size"], r["step"]) for r in rows] == [
+        (ENV, "tiny", 500), (ENV, "tiny", 1000), (ENV, "small", 1000), (LAVA, "tiny", 1000)]
+    for r in rows:
+        assert tuple(r) == ROW_KEYS
+        assert all(m in r and m + "_lo" in r and m + "_hi" in r for m in METRICS)
+    r = row_at(rows, ENV, "tiny", 1000)
+    assert (r["dials"], r["size_index"], r["params"], r["family"], r["n_seeds"]) == ("size=9", 0, 500, "cnn", 3)
+
+
+def test_means_by_hand(rows: list[dict[str, Any]]) -> None:
+    r = row_at(rows, ENV, "tiny", 1000)
+    for m in METRICS:
+        assert r[m] == pytest.approx(MEANS[m], rel=1e-12), m
+        assert r[m] == pytest.approx(np.mean(PER_SEED[m]), rel=1e-12), m
+
+
+def test_fractional_scores_and_single_seed(rows: list[dict[str, Any]]) -> None:
+    r = row_at(rows, ENV, "tiny", 500)
+    expected = {"C_train": 0.75, "A_train": 0.75, "proxy_train": 0.0, "C_test": 0.75, "A_test": 0.375,
+                "proxy_test": 0.5, "gap_train": 0.0, "gap_test": 0.375, "transfer": 1.0, "retention": 0.5}
+    assert r["n_seeds"] == 1
+    for m, v in expected.items():
+        assert (r[m], r[m + "_lo"], r[m + "_hi"]) == pytest.approx((v, v, v), rel=1e-12), m
+
+
+def test_missing_split_is_nan_and_identical_seeds_have_a_point_ci(rows: list[dict[str, Any]]) -> None:
+    r = row_at(rows, ENV, "small", 1000)  # two seeds, both train g p, no test episodes
+    assert r["n_seeds"] == 2
+    assert (r["C_train"], r["C_train_lo"], r["C_train_hi"]) == (1.0, 1.0, 1.0)
+    assert (r["A_train"], r["A_train_lo"], r["A_train_hi"]) == (0.5, 0.5, 0.5)
+    for m in ("C_test", "A_test", "proxy_test", "gap_test", "transfer", "retention"):
+        assert all(math.isnan(r[k]) for k in (m, m + "_lo", m + "_hi")), m
+    lava = row_at(rows, LAVA, "tiny", 1000)  # test only
+    assert lava["C_test"] == 0.5 and math.isnan(lava["C_train"]) and math.isnan(lava["transfer"])
+
+
+def test_ci_matches_scipy_on_the_hand_computed_seed_values(rows: list[dict[str, Any]]) -> None:
+    r = row_at(rows, ENV, "tiny", 1000)
+    for m in METRICS:
+        res = bootstrap((np.array(PER_SEED[m]),), np.mean, n_resamples=N_RESAMPLES, confidence_level=0.95,
+                        method="percentile", **{RNG_KW: np.random.default_rng(0)})
+        ci = res.confidence_interval
+        assert (r[m + "_lo"], r[m + "_hi"]) == pytest.approx((ci.low, ci.high), rel=1e-9), m
+        assert r[m + "_lo"] <= r[m] <= r[m + "_hi"], m
+        assert r[m + "_lo"] < r[m + "_hi"], m  # the seeds differ for every metric here
+
+
+def test_ci_contains_the_mean_everywhere(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        for m in METRICS:
+            if not math.isnan(r[m]):
+                assert r[m + "_lo"] <= r[m] <= r[m + "_hi"], (r["size"], r["step"], m)
+
+
+def test_ci_is_reproducible_and_uses_the_seed(tmp_path: Path) -> None:
+    records = load_episodes(write_jsonl(tmp_path, all_records()))
+    a = compute(records, n_resamples=N_RESAMPLES, seed=0)
+    b = compute(records, n_resamples=N_RESAMPLES, seed=0)
+    c = compute(records, n_resamples=N_RESAMPLES, seed=1)
+    assert json.dumps(a) == json.dumps(b)  # NaN-safe equality
+    assert json.dumps(a) != json.dumps(c)
+
+
+def test_mean_ci_degenerate_cases() -> None:
+    assert all(math.isnan(v) for v in mean_ci([]))
+    assert all(math.isnan(v) for v in mean_ci([math.nan, math.nan]))
+    assert mean_ci([0.3]) == (0.3, 0.3, 0.3)
+    m, lo, hi = mean_ci([0.1, 0.1, 0.1, math.nan])  # identical seeds; NaN dropped
+    assert lo == m == hi == pytest.approx(0.1)
+
+
+def test_final_rows(rows: list[dict[str, Any]]) -> None:
+    final = final_rows(rows)
+    assert [(r["env"], r["size"], r["step"]) for r in final] == [
+        (ENV, "tiny", 1000), (ENV, "small", 1000), (LAVA, "tiny", 1000)]
+
+
+def test_inconsistent_group_metadata_is_refused() -> None:
+    a = episodes(ENV, "", "tiny", 0, 10, "test", ["goal"])
+    b = episodes(ENV, "", "tiny", 1, 10, "test", ["goal"])
+    b[0]["family"] = "mlp"
+    with pytest.raises(ValueError, match="disagree"):
+        compute(a + b)
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    ("{not json", "not JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"run": "x"}', "missing"),
+])
+def test_malformed_line_names_file_and_line(tmp_path: Path, bad: str, reason: str) -> None:
+    good = [json.dumps(r) for r in episodes(ENV, "", "tiny", 0, 10, "test", ["goal", "proxy"])]
+    path = tmp_path / "run.jsonl"
+    path.write_text(f"{good[0]}\n\n{good[1]}\n")
+    assert len(load_episodes([path])) == 2  # blank lines are skipped
+    path.write_text(f"{good[0]}\n\n{good[1]}\n{bad}\n")  # line 4 is bad
+    with pytest.raises(ValueError, match=re.escape(f"{path}:4: ") + ".*" + re.escape(reason)) as err:
+        load_episodes([path])
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_outcome_is_malformed(tmp_path: Path) -> None:
+    rec = episodes(ENV, "", "tiny", 0, 10, "test", ["goal"])[0] | {"outcome": "cheese"}
+    path = tmp_path / "run.jsonl"
+    path.write_text(json.dumps(rec) + "\n")
+    with pytest.raises(ValueError, match=re.escape(f"{path}:1: ") + ".*outcome"):
+        load_episodes([path])

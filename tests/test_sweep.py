@@ -1,0 +1,111 @@
+"""Sweeps end to end: trials, resuming a killed sweep, the Ray backend, the evaluator, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from capgap.train.cli import main
+
+TRAIN = ["--total-steps", "8192", "--eval-every", "4096", "--eval-episodes", "16", "--num-envs", "64",
+         "--num-steps", "16", "--num-minibatches", "4", "--dials", "size=7", "max_steps=30"]
+
+
+def sweep_cmd(out: Path, *extra: str) -> list[str]:
+    return ["sweep", "--sizes", "0..1", "--seeds", "0..1", "--out", str(out), "--no-progress", *extra, *TRAIN]
+
+
+def finished(out: Path) -> dict[str, float]:
+    return {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/done.json")}
+
+
+def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-m", "capgap.train.cli", *sweep_cmd(out, "--workers", "1")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and not finished(out):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = finished(out)
+    assert 1 <= len(before) < 4, "killed too late (or never started) to test resuming"
+    time.sleep(1.0)  # the killed sweep's worker notices its parent died and exits
+    assert main(sweep_cmd(out, "--workers", "2")) == 0
+    after = finished(out)
+    expected = {f"CheeseCorner-v0__{size}__max_steps=30__size=7__s{seed}" for size in ("nano", "micro")
+                for seed in (0, 1)}
+    assert set(after) == expected
+    assert all(after[k] == before[k] for k in before), "a finished trial ran again"
+    for run in expected:
+        done = json.loads((out / "runs" / run / "done.json").read_text())
+        assert done["global_step"] == 8192
+        steps = [json.loads(x)["step"] for x in (out / "runs" / run / "evals.jsonl").read_text().splitlines()]
+        assert steps == [0, 0, 4096, 4096, 8192, 8192], (run, steps)  # each evaluation once, in order
+    # the evaluator fills in more episodes for every checkpoint, then has nothing left to do
+    assert main(["eval", str(out), "--episodes", "24", "--workers", "2"]) == 0
+    files = sorted((out / "runs").glob("*/episodes/step_*.jsonl"))
+    assert len(files) == 4 * 3
+    lines = [json.loads(x) for x in files[0].read_text().splitlines()]
+    assert len(lines) == 48 and {r["split"] for r in lines} == {"train", "test"}
+    assert set(lines[0]) >= {"run", "env", "size", "params", "dials", "seed", "step", "split", "outcome",
+                             "goal_score", "capability_score", "return", "level"}
+    stamp = files[0].stat().st_mtime
+    assert main(["eval", str(out), "--episodes", "24"]) == 0
+    assert files[0].stat().st_mtime == stamp
+
+
+def test_ray_backend_runs_the_same_trials(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    local, ray_out = tmp_path / "local", tmp_path / "ray"
+    args = ["--sizes", "0", "--seeds", "0..1", "--no-progress", *TRAIN]
+    assert main(["sweep", "--out", str(local), "--workers", "2", *args]) == 0
+    assert main(["sweep", "--out", str(ray_out), "--backend", "ray", *args]) == 0
+    runs = sorted(p.name for p in (local / "runs").iterdir())
+    assert runs == sorted(p.name for p in (ray_out / "runs").iterdir()) and len(runs) == 2
+    for run in runs:  # same seed, same thread count: the same numbers, whichever backend ran it
+        a = (local / "runs" / run / "evals.jsonl").read_text()
+        b = (ray_out / "runs" / run / "evals.jsonl").read_text()
+        assert a == b
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "capgap/Nope-v0"], "unknown env 'capgap/Nope-v0'"),
+        (["--sizes", "3..1"], "malformed size range '3..1'"),
+        (["--seeds", ","], "empty seed list"),
+        (["--seeds", "a,b"], "malformed seed 'a'"),
+        (["--dial", "p_disambiguate"], "malformed sweep dial 'p_disambiguate'"),
+        (["--dial", "colour=1,2"], "CheeseCorner has no dial 'colour'"),
+        (["--sizes", "0..9"], "size '6' is out of range"),
+        (["--size", "3"], "--size is set per trial by the sweep"),
+    ],
+)
+def test_bad_sweep_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--out", str(tmp_path / "x"), "--no-progress", *TRAIN, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("capgap: error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "x" / "runs").exists()
+
+
+def test_sweep_dir_from_another_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sw"
+    assert main(["sweep", "--out", str(out), "--sizes", "0", "--seeds", "0", "--no-progress", *TRAIN]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "--out", str(out), "--sizes", "0", "--seeds", "0", "--no-progress", *TRAIN,
+                 "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "holds another sweep (it differs in: train)" in err
+
+
+def test_eval_of_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "no capgap runs under" in capsys.readouterr().err
