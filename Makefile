@@ -1,6 +1,6 @@
 # capgap: two commands on a fresh machine.
 #   make test   install what the tests need into .venv, then lint and run the test suite
-#   make demo   install, then run the main job (see README)
+#   make demo   install, then run the main job: a quick scaling sweep, its evaluation and report
 #   make bench  install the peers (Minigrid, Stable-Baselines3), then run the speed benchmarks
 # Both create .venv on first use. TORCH pins the torch build installed before the project
 # (the CPU 2.13.0 build lies on disk here; elsewhere pick yours, e.g. TORCH=torch==2.5.1).
@@ -23,9 +23,14 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2
 
+# The main job: a quick scaling sweep on the default env (4 sizes x 3 seeds, a 7x7 maze so that
+# it learns in minutes), every checkpoint evaluated on both splits, and the report.
+DEMO ?= sweeps/quick
 demo: $(STAMP)
-	$(BIN)/capgap envs
-	$(BIN)/capgap certify
+	$(BIN)/capgap sweep --sizes 0..3 --seeds 0..2 --out $(DEMO) --total-steps 300000 --eval-every 100000 \
+		--eval-episodes 256 --dials size=7 max_steps=40
+	$(BIN)/capgap eval $(DEMO) --episodes 256
+	$(BIN)/capgap report $(DEMO)
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[bench]"

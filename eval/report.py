@@ -34,6 +34,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from capgap.eval.metrics import ROW_KEYS, final_rows
 
@@ -117,6 +118,7 @@ def _log_x(ax: Axes, x: np.ndarray) -> None:
     if positive.size:
         ax.set_xscale("log")
         ax.set_xlim(positive.min() / 2, positive.max() * 2)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
 
 
 def _note_if_empty(ax: Axes, panel: list[dict[str, Any]]) -> None:
