@@ -368,9 +368,10 @@ def _train(args: Args, run_dir: Path, resume_from: Path | None) -> None:
             for step in range(args.num_steps):
                 obs_buf[step] = core.obs
                 logits, value = agent(core.obs)
-                dist = torch.distributions.Categorical(logits=logits)
-                action = dist.sample()
-                actions[step], logprobs[step], values[step] = action, dist.log_prob(action), value
+                logp_all = torch.log_softmax(logits, -1)
+                action = torch.multinomial(logp_all.exp(), 1).squeeze(1)
+                actions[step], values[step] = action, value
+                logprobs[step] = logp_all.gather(1, action.unsqueeze(1)).squeeze(1)
                 reward, terminated, truncated = core.step(action)
                 rewards[step], dones[step] = reward, (terminated | truncated).float()
                 e = core.episodes
@@ -403,8 +404,9 @@ def _train(args: Args, run_dir: Path, resume_from: Path | None) -> None:
             for start in range(0, batch, minibatch):
                 mb = perm[start:start + minibatch]
                 logits, newvalue = agent(b_obs[mb])
-                dist = torch.distributions.Categorical(logits=logits)
-                newlogprob, entropy = dist.log_prob(b_actions[mb]), dist.entropy()
+                logp_all = torch.log_softmax(logits, -1)
+                newlogprob = logp_all.gather(1, b_actions[mb].unsqueeze(1)).squeeze(1)
+                entropy = -(logp_all.exp() * logp_all).sum(-1)
                 logratio = newlogprob - b_logprobs[mb]
                 ratio = logratio.exp()
                 with torch.no_grad():
