@@ -6,7 +6,8 @@ Each capgap env runs B envs on its batched torch engine (the path the trainer us
 auto-reset and uniformly random actions (drawn ahead into a table of 64 steps and cycled, so
 the timing is the env's, not the random number generator's). Minigrid's
 ``MiniGrid-Empty-8x8-v0`` runs as a single gymnasium env with random actions and resets, as a
-user would run it. Prints a markdown table; ``ratio`` = capgap SPS / Minigrid SPS.
+user would run it, best of three timings. Prints a markdown table; ``ratio`` = capgap's best SPS /
+Minigrid's best SPS.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def main() -> None:
     p.add_argument("--envs", nargs="*", default=list(E.TASKS), help="env ids to measure")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    mg = minigrid_sps(a.seconds)
+    mg = max(minigrid_sps(a.seconds) for _ in range(3))  # its best of three: a conservative ratio
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({a.threads} threads), python {platform.python_version()}")
     print(f"Minigrid MiniGrid-Empty-8x8-v0, 1 env: {mg:,.0f} SPS\n")
