@@ -60,6 +60,15 @@ def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
     stamp = files[0].stat().st_mtime
     assert main(["eval", str(out), "--episodes", "24"]) == 0
     assert files[0].stat().st_mtime == stamp
+    # and the report of the whole sweep
+    assert main(["report", str(out)]) == 0
+    report = (out / "report" / "report.md").read_text()
+    assert "| nano |" in report and "| micro |" in report
+    rows = json.loads((out / "report" / "report.json").read_text())
+    final = [r for r in rows if r["step"] == 8192]
+    assert len(final) == 2 and all(r["n_seeds"] == 2 for r in final)
+    for name in ("ca_vs_params.png", "curves.png", "gap_vs_size.png"):
+        assert (out / "report" / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_ray_backend_runs_the_same_trials(tmp_path: Path) -> None:
