@@ -203,8 +203,8 @@ def load_checkpoint(path: Path, agent: nn.Module | None = None) -> dict[str, Any
     return ckpt
 
 
-def prepare_run_dir(args: Args) -> tuple[Path, Path | None]:
-    """Create the run dir, or find the checkpoint to resume from. Refuses another run's dir."""
+def prepare_run_dir(args: Args) -> Path:
+    """Create the run dir, or check that it holds this very run (to resume). Refuses another run's dir."""
     run_dir = Path(args.out) / run_name(args)
     cfg_path = run_dir / "config.json"
     config = config_of(args)
@@ -217,12 +217,12 @@ def prepare_run_dir(args: Args) -> tuple[Path, Path | None]:
         if diff:
             raise RunError(f"{run_dir} holds another run (its config differs in: {', '.join(diff)}); "
                            "use another --out or --name, or delete that dir")
-        return run_dir, latest_checkpoint(run_dir)
+        return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a capgap run (no config.json); use another --out or --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(cfg_path, lambda p: p.write_text(json.dumps(config, indent=2)))
-    return run_dir, None
+    return run_dir
 
 
 @contextlib.contextmanager
@@ -266,7 +266,7 @@ def train(args: Args) -> Path:
     """Train (or resume) one run; returns its directory."""
     check_args(args)
     build(args.env, args.size, args.family, **parse_dials(args.dials))  # validates env, size, dials
-    run_dir, _ = prepare_run_dir(args)
+    run_dir = prepare_run_dir(args)
     with run_lock(run_dir):
         if (run_dir / "done.json").exists():
             print(f"{run_dir} already finished; nothing to do")
