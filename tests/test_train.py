@@ -171,3 +171,10 @@ def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
     test_c, test_a = ea.Scalars("eval/test/capability")[-1].value, ea.Scalars("eval/test/goal")[-1].value
     assert train_a[-1] >= train_a[0] + 0.4 and train_a[-1] >= 0.75, train_a
     assert test_c >= 0.75 and test_a <= 0.45, (test_c, test_a)
+
+
+def test_mlp_family_trains(tmp_path: Path) -> None:
+    run = train(Args(**{**SMALL, "family": "mlp", "total_steps": 4096, "eval_every": 4096}, out=str(tmp_path)))
+    assert run.name == "CheeseCorner-v0__nano-mlp__max_steps=40__size=7__s0"
+    agent, config = agent_from_run(run)
+    assert config["family"] == "mlp" and agent.family == "mlp"

@@ -195,8 +195,8 @@ def cmd_report(argv: list[str]) -> None:
 
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
-    "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report,
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "sizes": cmd_sizes, "train": cmd_train,
+    "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report,
 }
 
 

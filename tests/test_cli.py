@@ -1,0 +1,41 @@
+"""The `capgap` command's env subcommands: what a researcher adding an env runs first."""
+
+from __future__ import annotations
+
+import pytest
+
+import capgap.envs as E
+from capgap.train.cli import main
+
+
+def test_envs_lists_every_registered_env_with_its_dials(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    for env_id, cls in E.TASKS.items():
+        assert env_id in out
+        for dial in cls.dials():
+            assert f"{dial}=" in out
+    assert "capgap/LavaShift-v0  (control)" in out
+
+
+def test_show_prints_a_level(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "capgap/CheeseDish-v0", "--split", "test", "--seed", "3", "--dial", "size=9"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("capgap/CheeseDish-v0 split=test level=")
+    grid = out[1:]
+    assert len(grid) == 9 and grid[0] == "#" * 18
+    assert sum(row.count("@") for row in grid) == 1 and sum(row.count("d") for row in grid) == 1
+
+
+def test_certify_prints_and_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["certify", "capgap/LavaShift-v0", "--levels", "100"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" ok") == 2 and "FAIL" not in out
+
+
+def test_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    assert "capgap sweep" in capsys.readouterr().out
+    assert main(["trian"]) == 2
+    assert capsys.readouterr().err.strip() == "capgap: error: unknown command 'trian'; commands: " + ", ".join(
+        ["envs", "show", "certify", "sizes", "train", "sweep", "eval", "report"])
