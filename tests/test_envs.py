@@ -224,3 +224,16 @@ def test_unknown_env_id() -> None:
         E.make_core("capgap/Cheese-v0", 4)
     with pytest.raises(gym.error.Error):
         gym.make("capgap/Cheese-v0")
+
+
+def test_vector_env_egocentric_views_and_render() -> None:
+    venv = gym.make_vec("capgap/KeysChests-v0", num_envs=3, vectorization_mode="vector_entry_point",
+                        obs_mode="egocentric", view_size=7, render_mode="ansi")
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (3, 5, 7, 7) and obs in venv.observation_space
+    assert (obs[:, 1, 3, 3] == 1).all(), "the agent sits at the centre of its own view"
+    frames = venv.render()
+    assert len(frames) == 3 and all("@" in f for f in frames)
+    sync = gym.make_vec("capgap/KeysChests-v0", num_envs=3, vectorization_mode="sync", obs_mode="egocentric",
+                        view_size=7)
+    np.testing.assert_array_equal(sync.reset(seed=0)[0], obs)
