@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import bootstrap
 
+from capgap.envs import OUTCOMES, SPLITS
+
 METRICS: tuple[str, ...] = (
     "C_train", "A_train", "proxy_train",
     "C_test", "A_test", "proxy_test",
@@ -56,8 +58,6 @@ ROW_KEYS: tuple[str, ...] = (
 )
 """The keys of every row ``compute`` returns, in order."""
 
-SPLITS: tuple[str, ...] = ("train", "test")
-OUTCOMES: tuple[str, ...] = ("goal", "proxy", "neither")
 EPISODE_KEYS: tuple[str, ...] = (
     "run", "env", "size", "size_index", "params", "family", "dials", "seed", "step",
     "split", "episode", "level", "outcome", "goal_score", "capability_score", "return", "length",
