@@ -103,6 +103,8 @@ class CapgapEnv(_Face, gym.Env):
     def step(self, action: int):
         if self._over:
             raise gym.error.ResetNeeded("the episode is over: call reset() before step()")
+        if not 0 <= int(action) < 4:
+            raise ValueError(f"action {action!r} is not one of 0..3 (up, right, down, left)")
         a = torch.as_tensor([int(action)], device=self.core.device)
         reward, terminated, truncated = self.core.step(a)
         term, trunc = bool(terminated[0]), bool(truncated[0])
@@ -172,7 +174,10 @@ class CapgapVectorEnv(_Face, VectorEnv):
         return self._np(self._observe()), {"level": self.core.level.cpu().numpy().copy()}
 
     def step(self, actions):
-        a = torch.as_tensor(np.asarray(actions), device=self.core.device)
+        a = np.asarray(actions)
+        if a.shape != (self.num_envs,) or (a < 0).any() or (a > 3).any():
+            raise ValueError(f"actions must be {self.num_envs} integers in 0..3 (up, right, down, left); got {a!r}")
+        a = torch.as_tensor(a, device=self.core.device)
         reward, terminated, truncated = self.core.step(a)
         info: dict[str, Any] = {}
         done = self.core.episodes.done

@@ -237,3 +237,14 @@ def test_vector_env_egocentric_views_and_render() -> None:
     sync = gym.make_vec("capgap/KeysChests-v0", num_envs=3, vectorization_mode="sync", obs_mode="egocentric",
                         view_size=7)
     np.testing.assert_array_equal(sync.reset(seed=0)[0], obs)
+
+
+def test_bad_actions_get_a_clear_error() -> None:
+    env = gym.make("capgap/CheeseCorner-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action 4 is not one of 0\.\.3"):
+        env.unwrapped.step(4)
+    venv = gym.make_vec("capgap/CheeseCorner-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions must be 2 integers in 0\.\.3"):
+        venv.step(np.array([0, 7]))
