@@ -40,6 +40,32 @@ class Episodes:
     """(B,) int64 index of the level that was played."""
 
 
+class FirstEpisodes:
+    """Collects each env's first finished episode: for playing exactly one episode per env.
+
+    Call :meth:`update` after every ``core.step``; ``alive`` marks the envs still in their
+    first episode, and ``stats[name]`` holds the finished episodes' values (in the dtypes of
+    :class:`Episodes`: level indices need all 64 bits).
+    """
+
+    FIELDS = ("ret", "length", "outcome", "goal_score", "capability_score", "level")
+
+    def __init__(self, core: GridCore) -> None:
+        self.core = core
+        self.alive = torch.ones(core.num_envs, dtype=torch.bool, device=core.device)
+        self.stats = {f: torch.zeros_like(getattr(core.episodes, f)) for f in self.FIELDS}
+
+    def update(self) -> None:
+        e = self.core.episodes
+        first = e.done & self.alive
+        for f in self.FIELDS:
+            self.stats[f] = torch.where(first, getattr(e, f), self.stats[f])
+        self.alive &= ~first
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {f: v.cpu().numpy() for f, v in self.stats.items()}
+
+
 class LevelSource:
     """Hands each env its next level, generated in large batches ahead of time."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .core import GridCore
+from .core import FirstEpisodes, GridCore
 from .task import OUTCOMES, Task
 
 _INF = 1 << 20
@@ -76,18 +76,12 @@ def run(task: Task, seek: str, split: str, n: int = 500, seed: int = 0) -> Oracl
     """Play one episode on each of n levels (env i seeded ``seed + i``) with a scripted agent."""
     core = GridCore(task, n, split, autoreset=False)
     core.reset(seed)
-    alive = torch.ones(n, dtype=torch.bool)
-    cols = {k: torch.zeros(n) for k in ("ret", "outcome", "goal_score", "capability_score")}
-    while alive.any():
+    episodes = FirstEpisodes(core)
+    while episodes.alive.any():
         core.step(act(core, seek))
-        first = core.episodes.done & alive
-        e = core.episodes
-        for k, v in (("ret", e.ret), ("outcome", e.outcome), ("goal_score", e.goal_score),
-                     ("capability_score", e.capability_score)):
-            cols[k] = torch.where(first, v.float(), cols[k])
-        alive &= ~first
-    return OracleResult(cols["ret"].numpy(), cols["outcome"].numpy().astype(np.int8),
-                        cols["goal_score"].numpy(), cols["capability_score"].numpy())
+        episodes.update()
+    out = episodes.numpy()
+    return OracleResult(out["ret"], out["outcome"].astype(np.int8), out["goal_score"], out["capability_score"])
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from capgap.envs import NEITHER, OUTCOMES, PROXY, make_core, render
+from capgap.envs.core import FirstEpisodes
 
 EVAL_SEED_BASE = 1 << 40
 
@@ -69,30 +70,23 @@ def evaluate(agent: torch.nn.Module, env_id: str, split: str, episodes: int, dia
     gen = torch.Generator(device=device).manual_seed(seed)
     s = core.size
     visits = torch.zeros(s * s, dtype=torch.float64, device=device)
-    alive = torch.ones(episodes, dtype=torch.bool, device=device)
-    cols = {k: torch.zeros(episodes, dtype=torch.float64, device=device)
-            for k in ("outcome", "goal_score", "capability_score", "ret", "length", "level")}
+    played = FirstEpisodes(core)
     planes = core.obs[0].cpu().numpy().copy()
     path = [int(core.pos[0])]
-    visits.index_add_(0, core.pos, alive.double())
-    while alive.any():
+    visits.index_add_(0, core.pos, played.alive.double())
+    while played.alive.any():
         logits, _ = agent(core.obs)
         actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
         core.step(actions)
-        e = core.episodes
-        first = e.done & alive
-        for k, v in (("outcome", e.outcome), ("goal_score", e.goal_score), ("capability_score", e.capability_score),
-                     ("ret", e.ret), ("length", e.length), ("level", e.level)):
-            cols[k] = torch.where(first, v.double(), cols[k])
-        if alive[0]:
+        if played.alive[0]:
             path.append(int(core.pos[0]))
-        visits.index_add_(0, core.pos, alive.double())
-        alive &= ~first
-    out = {k: v.cpu().numpy() for k, v in cols.items()}
+        visits.index_add_(0, core.pos, played.alive.double())
+        played.update()
+    out = played.numpy()
     return EvalResult(
         split=split, outcome=out["outcome"].astype(np.int8), goal_score=out["goal_score"].astype(np.float32),
         capability_score=out["capability_score"].astype(np.float32), ret=out["ret"].astype(np.float32),
-        length=out["length"].astype(np.int64), level=cols["level"].long().cpu().numpy(),
+        length=out["length"].astype(np.int64), level=out["level"],
         visits=(visits / episodes).view(s, s).cpu().numpy(), first_planes=planes, first_path=path,
     )
 

@@ -57,6 +57,17 @@ def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
     assert len(lines) == 48 and {r["split"] for r in lines} == {"train", "test"}
     assert set(lines[0]) >= {"run", "env", "size", "params", "dials", "seed", "step", "split", "outcome",
                              "goal_score", "capability_score", "return", "level"}
+    # the recorded level is exactly the one played: eval env i plays the first level of seed 2^40 + i
+    # (62-bit indices: a float round trip would corrupt them)
+    import numpy as np
+
+    from capgap.envs.rng import episode_indices
+    from capgap.eval.rollout import EVAL_SEED_BASE
+
+    train_lines = [r for r in lines if r["split"] == "train"]
+    expected_levels = episode_indices(EVAL_SEED_BASE + np.arange(len(train_lines)), np.zeros(len(train_lines)), 0)
+    assert [r["level"] for r in train_lines] == expected_levels.tolist()
+    assert max(expected_levels) > 2**53
     stamp = files[0].stat().st_mtime
     assert main(["eval", str(out), "--episodes", "24"]) == 0
     assert files[0].stat().st_mtime == stamp
