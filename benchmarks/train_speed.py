@@ -31,7 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import capgap.envs as E
-from capgap.agents import LADDER, build
+from capgap.agents import FAMILIES, LADDER, build
 from capgap.train.ppo import Args, train
 
 ENV = "capgap/CheeseCorner-v0"
@@ -110,7 +110,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=6, help="capgap PPO iterations per rung (4096 steps each)")
     p.add_argument("--sb3-steps", type=int, default=8192, help="SB3 timed steps per rung")
     p.add_argument("--sb3-max-rung", type=int, default=3, help="largest rung to time SB3 on (it is slow)")
-    p.add_argument("--family", default="conv", choices=("conv", "mlp"), help="network family")
+    p.add_argument("--family", default="conv", choices=FAMILIES, help="network family")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     mm = matmul_flops()

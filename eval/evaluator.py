@@ -46,21 +46,23 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the checkpoints of one run that lack an episodes file; ``job`` = {run_dir, episodes, threads}."""
     import torch
 
-    from capgap.train.ppo import Args, agent_from_run, parse_dials, run_meta, write_episodes
+    from capgap.agents import build
+    from capgap.train.ppo import load_checkpoint, parse_dials, run_args, run_meta, write_episodes
 
     torch.set_num_threads(job.get("threads", 1))
     run_dir, episodes = Path(job["run_dir"]), job["episodes"]
-    config = json.loads((run_dir / "config.json").read_text())
-    args = Args(**{**config, "dials": tuple(config["dials"])})
+    args = run_args(run_dir)
+    dials = parse_dials(args.dials)
+    agent = build(args.env, args.size, args.family, **dials).eval()  # one network, each checkpoint loaded in
+    meta = run_meta(args, agent.num_params())
     written = 0
     for ckpt in sorted((run_dir / "checkpoints").glob("step_*.pt")):
         step = int(ckpt.stem.split("_")[1])
         if _complete(run_dir / "episodes" / f"step_{step:010d}.jsonl", episodes):
             continue
-        agent, _ = agent_from_run(run_dir, ckpt)
-        results = [evaluate(agent, args.env, split, episodes, parse_dials(args.dials), seed=args.seed)
-                   for split in ("train", "test")]
-        write_episodes(run_dir, step, results, run_meta(args, agent.num_params()))
+        load_checkpoint(ckpt, agent)
+        results = [evaluate(agent, args.env, split, episodes, dials, seed=args.seed) for split in ("train", "test")]
+        write_episodes(run_dir, step, results, meta)
         written += 1
     return {"run": run_dir.name, "evaluated": written}
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from capgap import envs as E
+from capgap.agents import FAMILIES
 from capgap.train.ppo import RunError, parse_dials
 
 
@@ -74,7 +75,7 @@ def cmd_certify(argv: list[str]) -> None:
 def cmd_sizes(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="capgap sizes", description="Print the size ladder with parameter counts.")
     p.add_argument("--env", default=E.DEFAULT_ENV)
-    p.add_argument("--family", default="conv", choices=("conv", "mlp"))
+    p.add_argument("--family", default="conv", choices=FAMILIES)
     p.add_argument("--dial", action="append", default=[], metavar="NAME=VALUE", help="set a dial (repeatable)")
     a = p.parse_args(argv)
     from capgap.agents import ladder_table

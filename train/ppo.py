@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from capgap.agents import ActorCritic, build, rung
+from capgap.agents import FAMILIES, ActorCritic, build, rung
 from capgap.envs import DEFAULT_ENV, OUTCOMES, DialError, make_core
 from capgap.eval.rollout import EvalResult, evaluate, heatmap, trajectory
 
@@ -164,8 +164,8 @@ def check_args(args: Args) -> None:
                         f"(num_envs x num_steps = {batch}); raise total_steps or shrink the batch")
     if args.eval_every < 1 or args.eval_episodes < 1:
         raise DialError("eval_every and eval_episodes must be >= 1")
-    if args.family not in ("conv", "mlp"):
-        raise DialError(f"unknown network family {args.family!r}; expected conv or mlp")
+    if args.family not in FAMILIES:
+        raise DialError(f"unknown network family {args.family!r}; expected one of {', '.join(FAMILIES)}")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -265,22 +265,21 @@ def log_eval(writer: SummaryWriter, step: int, res: EvalResult, channels: tuple[
 def train(args: Args) -> Path:
     """Train (or resume) one run; returns its directory."""
     check_args(args)
-    build(args.env, args.size, args.family, **parse_dials(args.dials))  # validates env, size, dials
+    torch.manual_seed(args.seed)
+    agent = build(args.env, args.size, args.family, **parse_dials(args.dials))  # validates env, size, dials
     run_dir = prepare_run_dir(args)
     with run_lock(run_dir):
         if (run_dir / "done.json").exists():
             print(f"{run_dir} already finished; nothing to do")
         else:
-            _train(args, run_dir, latest_checkpoint(run_dir))
+            _train(args, run_dir, latest_checkpoint(run_dir), agent.to(args.device))
     return run_dir
 
 
-def _train(args: Args, run_dir: Path, resume_from: Path | None) -> None:
+def _train(args: Args, run_dir: Path, resume_from: Path | None, agent: ActorCritic) -> None:
     dials = parse_dials(args.dials)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    agent = build(args.env, args.size, args.family, **dials).to(args.device)
 
     # ----- setup ----------------------------------------------------------------------
     device = torch.device(args.device)
@@ -462,10 +461,16 @@ def _train(args: Args, run_dir: Path, resume_from: Path | None) -> None:
     _atomic_write(run_dir / "done.json", lambda p: p.write_text(json.dumps(final, indent=2)))
 
 
+def run_args(run_dir: Path) -> Args:
+    """The ``Args`` a run was launched with (its ``config.json``)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    return Args(**{**config, "dials": tuple(config["dials"])})
+
+
 def agent_from_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[ActorCritic, dict[str, Any]]:
     """The network of a run at a checkpoint (default: its latest), with the run's config."""
-    config = json.loads((run_dir / "config.json").read_text())
-    args = Args(**{**config, "dials": tuple(config["dials"])})
+    args = run_args(run_dir)
+    config = config_of(args)
     agent = build(args.env, args.size, args.family, **parse_dials(args.dials))
     path = checkpoint or latest_checkpoint(run_dir)
     if path is None:

@@ -105,10 +105,11 @@ def validate(sweep: Sweep) -> None:
         task_class(env)
     for s in sweep.sizes:
         rung(s)
-    for trial in sweep.trials():
+    trials = sweep.trials()
+    for trial in trials:
         check_args(trial)
         task_class(trial.env).from_dials(**parse_dials(trial.dials))
-    names = [run_name(t) for t in sweep.trials()]
+    names = [run_name(t) for t in trials]
     if len(set(names)) != len(names):
         raise DialError("two trials would share a run directory; do sizes or seeds repeat?")
 
