@@ -2,12 +2,13 @@
 
     python benchmarks/env_speed.py [--seconds 2] [--threads N]
 
-Each capgap env runs B envs on its batched torch engine (the path the trainer uses), with
-auto-reset and uniformly random actions (drawn ahead into a table of 64 steps and cycled, so
-the timing is the env's, not the random number generator's). Minigrid's
-``MiniGrid-Empty-8x8-v0`` runs as a single gymnasium env with random actions and resets, as a
-user would run it, best of three timings. Prints a markdown table; ``ratio`` = capgap's best SPS /
-Minigrid's best SPS.
+Every env is measured at its default dials, and CheeseCorner also on the 13×13 maze of the
+literature (``size=13 max_steps=256``). Each capgap env runs B envs on its batched torch engine
+(the path the trainer uses), with auto-reset and uniformly random actions (drawn ahead into a
+table of 64 steps and cycled, so the timing is the env's, not the random number generator's).
+Minigrid's ``MiniGrid-Empty-8x8-v0`` runs as a single gymnasium env with random actions and
+resets, as a user would run it, best of three timings. Prints a markdown table; ``ratio`` =
+capgap's best SPS / Minigrid's best SPS.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import torch
 import capgap.envs as E
 
 BATCHES = (1024, 4096, 16384)
+EXTRA = {"capgap/CheeseCorner-v0": {"size": 13, "max_steps": 256}}
+"""Configurations measured besides every env's defaults."""
 
 
-def capgap_sps(env_id: str, num_envs: int, split: str, seconds: float) -> float:
-    core = E.make_core(env_id, num_envs, split=split)
+def capgap_sps(env_id: str, num_envs: int, split: str, seconds: float, **dials: int) -> float:
+    core = E.make_core(env_id, num_envs, split=split, **dials)
     core.reset(0)
     actions = torch.randint(0, 4, (64, num_envs), generator=torch.Generator().manual_seed(0))
     for i in range(50):  # warm up: first level batches, allocator
@@ -66,11 +69,13 @@ def main() -> None:
     print(f"Minigrid MiniGrid-Empty-8x8-v0, 1 env: {mg:,.0f} SPS\n")
     print("| env | split | " + " | ".join(f"B={b:,}" for b in BATCHES) + " | ratio vs Minigrid (best) |")
     print("|---|---|" + "---:|" * (len(BATCHES) + 1))
-    for env_id in a.envs:
+    configs = [(env_id, {}) for env_id in a.envs] + [(e, d) for e, d in EXTRA.items() if e in a.envs]
+    for env_id, dials in configs:
+        side = E.task_class(env_id).from_dials(**dials).size
         for split in E.SPLITS:
-            sps = [capgap_sps(env_id, b, split, a.seconds) for b in BATCHES]
+            sps = [capgap_sps(env_id, b, split, a.seconds, **dials) for b in BATCHES]
             cells = " | ".join(f"{s / 1e6:.2f}M" for s in sps)
-            print(f"| {env_id} | {split} | {cells} | {max(sps) / mg:,.0f}x |", flush=True)
+            print(f"| {env_id} {side}×{side} | {split} | {cells} | {max(sps) / mg:,.0f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -40,13 +40,20 @@ class CheeseCorner(Task):
     *neither*: otherwise.
 
     ## Registered configurations
-    ``capgap/CheeseCorner-v0`` (13×13, corner 1). Dials below; any can be passed to ``make``.
+    ``capgap/CheeseCorner-v0``: a 9×9 grid (a 4×4-cell maze), 80 steps, corner 1: sized so that
+    a mid-ladder agent learns it in ~2M steps on a laptop. ``size=13 max_steps=256`` is the
+    13×13 maze of the literature (jaxgmg's 13×13 corner runs train for 20M steps). Dials below;
+    any can be passed to ``make``.
     """
 
     name = "CheeseCorner"
     channels = ("wall", "agent", "cheese")
     extras = ("proxy_active",)
 
+    size: int = 9
+    """Grid side in cells, border walls included (odd: a (size-1)/2 square maze of cells)."""
+    max_steps: int = 80
+    """Episode step limit (truncation)."""
     corner_size: int = 1
     """Side of the top-right region (in interior cells) where training cheese is placed."""
 

@@ -13,10 +13,14 @@ from capgap.train.cli import main
 
 
 def test_ladder_spans_three_orders_of_magnitude() -> None:
-    counts = [n for *_, n in ladder_table("capgap/CheeseCorner-v0")]
+    # the 13×13 maze of the literature: 10^3 .. 10^6 parameters
+    counts = [n for *_, n in ladder_table("capgap/CheeseCorner-v0", "conv", size=13)]
     assert len(counts) >= 6
     assert all(a < b for a, b in itertools.pairwise(counts)), counts
     assert counts[0] <= 1_000 and counts[-1] >= 1_000_000, counts
+    # and on the default env (9×9) still three orders of magnitude
+    default = [n for *_, n in ladder_table("capgap/CheeseCorner-v0")]
+    assert all(a < b for a, b in itertools.pairwise(default)) and default[-1] >= 1_000 * default[0], default
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -3,6 +3,7 @@ checkpoints, bad input, and (small) evidence that learning happens."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -158,7 +159,7 @@ def test_out_dir_holding_another_run(small_run: Path, capsys: pytest.CaptureFixt
 
 
 def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
-    """CI-sized science check (the full one: experiments/cheese_corner_gmg.py).
+    """CI-sized science check (the full one: experiments/cheese_corner_gmg.py, and the slow test below).
 
     On a 7x7 CheeseCorner maze a tiny agent learns to find the training cheese (train A rises
     well above the random policy's), keeps its skill on the test split (C), and mostly runs to
@@ -171,6 +172,23 @@ def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
     test_c, test_a = ea.Scalars("eval/test/capability")[-1].value, ea.Scalars("eval/test/goal")[-1].value
     assert train_a[-1] >= train_a[0] + 0.4 and train_a[-1] >= 0.75, train_a
     assert test_c >= 0.75 and test_a <= 0.45, (test_c, test_a)
+
+
+@pytest.mark.slow
+def test_goal_misgeneralisation_at_default_dials(tmp_path: Path) -> None:
+    """The full science check (``pytest --runslow``, ~8 min on one core): the documented experiment.
+
+    At CheeseCorner's default dials a tiny agent trained 2M steps reaches train A >= 0.9, keeps
+    test C >= 0.8 with test A <= 0.5, and training with p_disambiguate=0.25 raises test A by >= 0.2.
+    """
+    path = Path(__file__).parents[1] / "experiments" / "cheese_corner_gmg.py"
+    spec = importlib.util.spec_from_file_location("cheese_corner_gmg", path)
+    assert spec and spec.loader
+    gmg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gmg)
+    rows = gmg.measure(out=str(tmp_path), progress=False)
+    checks = gmg.claims(rows)
+    assert all(checks.values()), (checks, rows)
 
 
 def test_mlp_family_trains(tmp_path: Path) -> None:
