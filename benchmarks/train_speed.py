@@ -5,7 +5,8 @@
 For every rung of the size ladder on CheeseCorner 13×13 (``size=13 max_steps=256``):
 
 * **capgap**: ``capgap.train.ppo.train`` with its default batch (256 envs × 16 steps, 4 epochs
-  of 8 minibatches), evaluation off; steps/s of rollout + update (``train_sps``).
+  of 8 minibatches), evaluation off; steps/s of rollout + update (``train_sps``), after a short
+  warm-up run in the same process.
 * **SB3, as a user runs it**: ``stable_baselines3.PPO`` with its default hyperparameters
   (2,048 steps per env, 10 epochs of 64-sample minibatches) on 8 ``gymnasium.make`` envs in a
   ``DummyVecEnv``: the tool a user would otherwise pick, at a matching network size (our very
@@ -22,6 +23,7 @@ Prints a markdown table. Needs the ``bench`` extra (stable-baselines3).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -65,15 +67,17 @@ def flops_per_sample(size: int, epochs: int, family: str) -> float:
 
 
 def capgap_sps(size: int, iterations: int, threads: int, family: str) -> float:
-    a = Args()
-    batch = a.num_envs * a.num_steps
-    with tempfile.TemporaryDirectory() as out:
-        run = train(Args(size=str(size), family=family, total_steps=batch * iterations, eval_every=10**12,
-                         eval_episodes=8, out=out, threads=threads, progress=False,
-                         dials=tuple(f"{k}={v}" for k, v in DIALS.items())))
-        import json
-
-        return json.loads((run / "done.json").read_text())["train_sps"]
+    """Training steps/s of a run of ``iterations`` PPO iterations, after a 2-iteration warm-up run
+    (as SB3 gets a warm-up ``learn``): the process's one-time costs are not the run's."""
+    batch = Args().num_envs * Args().num_steps
+    sps = 0.0
+    for n in (2, iterations):
+        with tempfile.TemporaryDirectory() as out:
+            run = train(Args(size=str(size), family=family, total_steps=batch * n, eval_every=10**12,
+                             eval_episodes=8, out=out, threads=threads, progress=False,
+                             dials=tuple(f"{k}={v}" for k, v in DIALS.items())))
+            sps = json.loads((run / "done.json").read_text())["train_sps"]
+    return sps
 
 
 def sb3_sps(size: int, family: str, equal_work: bool, iterations: int = 1) -> float:
