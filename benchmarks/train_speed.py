@@ -69,7 +69,8 @@ def flops_per_sample(size: int, epochs: int, family: str) -> float:
 def capgap_sps(size: int, iterations: int, threads: int, family: str) -> float:
     """Training steps/s of a run of ``iterations`` PPO iterations, after a 2-iteration warm-up run
     (as SB3 gets a warm-up ``learn``): the process's one-time costs are not the run's."""
-    batch = Args().num_envs * Args().num_steps
+    defaults = Args()
+    batch = defaults.num_envs * defaults.num_steps
     sps = 0.0
     for n in (2, iterations):
         with tempfile.TemporaryDirectory() as out:
@@ -91,7 +92,7 @@ def sb3_sps(size: int, family: str, equal_work: bool, iterations: int = 1) -> fl
     class Trunk(BaseFeaturesExtractor):
         def __init__(self, space: gym.spaces.Box) -> None:
             super().__init__(space, ours.pi.in_features)
-            self.trunk = build(ENV, size, family, **DIALS).trunk
+            self.trunk = ours.trunk
 
         def forward(self, obs: torch.Tensor) -> torch.Tensor:
             # SB3 already scales uint8 Box observations to [0, 1]; same memory layout as ours
@@ -130,7 +131,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     mm = matmul_flops()
     epochs = Args().update_epochs
-    print(f"family: {a.family}; CheeseCorner size=13 max_steps=256; machine: {platform.machine()}, "
+    dials = " ".join(f"{k}={v}" for k, v in DIALS.items())
+    print(f"family: {a.family}; CheeseCorner {dials}; machine: {platform.machine()}, "
           f"{os.cpu_count()} cores, torch {torch.__version__} ({a.threads} threads), "
           f"python {platform.python_version()}; fp32 matmul 1024²: {mm / 1e9:.1f} GFLOP/s\n")
     print("| rung | params | capgap steps/s | SB3 defaults steps/s | capgap / SB3 defaults "
