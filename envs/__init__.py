@@ -8,7 +8,8 @@ part at test time. Importing this package registers them with gymnasium::
     venv = gym.make_vec("capgap/CheeseCorner-v0", num_envs=1024, vectorization_mode="vector_entry_point")
     core = capgap.envs.make_core("capgap/CheeseCorner-v0", num_envs=4096)   # torch, for training
 
-Registration lives here and only here: one line per task in ``TASKS``.
+Registration lives here and only here: one line per task in ``TASKS`` (and, for a control env
+with no proxy, one in ``CONTROL_ENVS``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import gymnasium as gym
 from .cheese_corner import CheeseCorner
 from .cheese_dish import CheeseDish
 from .colour_shape import ColourShape
-from .core import MOVES, Episodes, GridCore
+from .core import ACTIONS, Episodes, GridCore
 from .env import CapgapEnv, CapgapVectorEnv, observation_space
 from .keys_chests import KeysChests
 from .lava_shift import LavaShift
-from .task import GOAL, NEITHER, OUTCOMES, PROXY, SPLITS, DialError, Events, Levels, Task
+from .task import GOAL, NEITHER, OUTCOMES, PROXY, SPLITS, CapgapError, DialError, Events, Levels, Task, View
 
 TASKS: dict[str, type[Task]] = {
     "capgap/CheeseCorner-v0": CheeseCorner,
@@ -34,7 +35,7 @@ TASKS: dict[str, type[Task]] = {
     "capgap/KeysChests-v0": KeysChests,
     "capgap/LavaShift-v0": LavaShift,
 }
-"""Every registered env id and its task. Register a new task by adding one line."""
+"""Every registered env id and its task. Register a new task by adding one line here."""
 
 CONTROL_ENVS = frozenset({"capgap/LavaShift-v0"})
 """Envs with no proxy (a pure capability shift): their certificate checks the goal-seeker only."""
@@ -62,16 +63,17 @@ def make_core(env_id: str, num_envs: int, split: str = "train", num_levels: int 
 
 
 __all__ = [
+    "ACTIONS",
     "CONTROL_ENVS",
     "DEFAULT_ENV",
     "GOAL",
-    "MOVES",
     "NEITHER",
     "OUTCOMES",
     "PROXY",
     "SPLITS",
     "TASKS",
     "CapgapEnv",
+    "CapgapError",
     "CapgapVectorEnv",
     "CheeseCorner",
     "CheeseDish",
@@ -84,6 +86,7 @@ __all__ = [
     "LavaShift",
     "Levels",
     "Task",
+    "View",
     "make_core",
     "observation_space",
     "task_class",

@@ -9,7 +9,7 @@ import torch
 
 from . import layout
 from .rng import KeyedRNG
-from .task import Events, Levels, Task
+from .task import Events, Levels, Task, View
 
 
 @dataclass(kw_only=True)
@@ -88,16 +88,16 @@ class CheeseCorner(Task):
         planes[:, 2] = layout.one_hot(n, s, cheese)
         return Levels(planes, start, apart[:, None].astype(np.int64))
 
-    def step(self, core, here: torch.Tensor) -> Events:
+    def step(self, view: View, here: torch.Tensor) -> Events:
         goal = here[:, 2].bool()
-        region = self._region_t.to(core.device)[core.pos]
-        proxy = region & core.extra[:, 0].bool()
+        region = self._region_t.to(view.device)[view.pos]
+        proxy = region & view.extra[:, 0].bool()
         return Events(goal.float(), goal, goal.float(), proxy)
 
-    def oracle_targets(self, core, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
-        cheese = core.plane("cheese").bool()
-        region = self._region_t.to(core.device).expand_as(cheese)
-        active = core.extra[:, :1].bool()
+    def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
+        cheese = view.plane("cheese").bool()
+        region = self._region_t.to(view.device).expand_as(cheese)
+        active = view.extra[:, :1].bool()
         if seek == "goal":
             return cheese, region & active
         in_region = cheese & region

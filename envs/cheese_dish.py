@@ -9,7 +9,7 @@ import torch
 
 from . import layout
 from .rng import KeyedRNG
-from .task import Events, Levels, Task
+from .task import Events, Levels, Task, View
 
 
 @dataclass(kw_only=True)
@@ -72,13 +72,13 @@ class CheeseDish(Task):
         planes[:, 3] = layout.one_hot(n, s, dish)
         return Levels(planes, start, apart[:, None].astype(np.int64))
 
-    def step(self, core, here: torch.Tensor) -> Events:
+    def step(self, view: View, here: torch.Tensor) -> Events:
         goal = here[:, 2].bool()
-        proxy = here[:, 3].bool() & core.extra[:, 0].bool()
+        proxy = here[:, 3].bool() & view.extra[:, 0].bool()
         return Events(goal.float(), goal, goal.float(), proxy)
 
-    def oracle_targets(self, core, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
-        cheese, dish = core.plane("cheese").bool(), core.plane("dish").bool()
+    def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
+        cheese, dish = view.plane("cheese").bool(), view.plane("dish").bool()
         if seek == "goal":
-            return cheese, dish & core.extra[:, :1].bool()
+            return cheese, dish & view.extra[:, :1].bool()
         return dish, torch.zeros_like(dish)

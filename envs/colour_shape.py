@@ -9,7 +9,7 @@ import torch
 
 from . import layout
 from .rng import KeyedRNG
-from .task import Events, Levels, Task
+from .task import Events, Levels, Task, View
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue")
@@ -76,14 +76,14 @@ class ColourShape(Task):
         planes[:, 0] = walls.reshape(n, -1)
         return Levels(planes.reshape(n, -1, s, s), cells[:, 0], np.zeros((n, 0), np.int64))
 
-    def step(self, core, here: torch.Tensor) -> Events:
+    def step(self, view: View, here: torch.Tensor) -> Events:
         touched = here[:, 2:5].amax(1).bool()
         goal = here[:, 2].bool()
         proxy = here[:, 5].bool() & ~goal
         return Events(goal.float(), touched, goal.float(), proxy)
 
-    def oracle_targets(self, core, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
-        b = core.num_envs
-        objects = core.obs[:, 2:5].reshape(b, 3, -1).amax(1).bool()
-        target = core.plane("circle" if seek == "goal" else "red").bool()
+    def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
+        b = view.num_envs
+        objects = view.obs[:, 2:5].reshape(b, 3, -1).amax(1).bool()
+        target = view.plane("circle" if seek == "goal" else "red").bool()
         return target, objects & ~target

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from .rng import episode_indices
-from .task import GOAL, NEITHER, PROXY, SPLITS, DialError, Levels, Task
+from .task import GOAL, NEITHER, PROXY, SPLITS, DialError, Levels, Task, View
 
-MOVES = ("up", "right", "down", "left")
+ACTIONS = ("up", "right", "down", "left")
+"""The action names, by action index (``GridCore.move`` holds their flat-index offsets)."""
 _CHUNK = 16384
 
 
@@ -177,6 +178,7 @@ class GridCore:
             level=torch.zeros(b, dtype=torch.long, device=dev),
         )
         self.source = LevelSource(task, split, self.num_levels, b, self.device)
+        self.view = View(task.channels, self.obs, self.pos, self.extra)  # all the task sees
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -240,10 +242,10 @@ class GridCore:
         pos = torch.where(self.flat[self.base + new].bool(), old, new)  # walls block
         self.flat[self.agent_base + old] = 0
         self.flat[self.agent_base + pos] = 1
-        self.pos = pos
+        self.pos = self.view.pos = pos
         self.t += 1
         here = self.flat[(self.base + pos).unsqueeze(1) + self.chan]
-        ev = self.task.step(self, here)
+        ev = self.task.step(self.view, here)
         reward = ev.reward * (1.0 - self._decay * self.t)
         self.ret += reward
         self.goal += ev.goal_gain * ~self.proxy  # goal progress counts until the proxy is achieved
@@ -288,4 +290,4 @@ class GridCore:
 
     def plane(self, channel: str) -> torch.Tensor:
         """(B, S*S) view of one observation plane."""
-        return self.obs[:, self.task.ch(channel)].reshape(self.num_envs, -1)
+        return self.view.plane(channel)

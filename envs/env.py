@@ -28,11 +28,12 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from . import render
-from .core import GridCore
+from .core import ACTIONS, GridCore
 from .task import OUTCOMES, DialError, Task
 
 OBS_MODES = ("grid", "egocentric")
 RENDER_MODES = ("rgb_array", "ansi")
+_ACTIONS_TEXT = f"0..{len(ACTIONS) - 1} ({', '.join(ACTIONS)})"
 
 
 def _check_face(obs_mode: str, view_size: int, render_mode: str | None) -> None:
@@ -82,7 +83,7 @@ class CapgapEnv(_Face, gym.Env):
         self.core = GridCore(self.task, 1, split, num_levels, device, autoreset=False)
         self.obs_mode, self.view_size, self.render_mode = obs_mode, view_size, render_mode
         self.observation_space = observation_space(self.task, obs_mode, view_size)
-        self.action_space = gym.spaces.Discrete(4)
+        self.action_space = gym.spaces.Discrete(len(ACTIONS))
         self._seeded = False
         self._over = True
 
@@ -103,8 +104,8 @@ class CapgapEnv(_Face, gym.Env):
     def step(self, action: int):
         if self._over:
             raise gym.error.ResetNeeded("the episode is over: call reset() before step()")
-        if not 0 <= int(action) < 4:
-            raise ValueError(f"action {action!r} is not one of 0..3 (up, right, down, left)")
+        if not 0 <= int(action) < len(ACTIONS):
+            raise ValueError(f"action {action!r} is not one of {_ACTIONS_TEXT}")
         a = torch.as_tensor([int(action)], device=self.core.device)
         reward, terminated, truncated = self.core.step(a)
         term, trunc = bool(terminated[0]), bool(truncated[0])
@@ -150,7 +151,7 @@ class CapgapVectorEnv(_Face, VectorEnv):
         self.obs_mode, self.view_size, self.render_mode, self.copy = obs_mode, view_size, render_mode, copy
         self.num_envs = num_envs
         self.single_observation_space = observation_space(self.task, obs_mode, view_size)
-        self.single_action_space = gym.spaces.Discrete(4)
+        self.single_action_space = gym.spaces.Discrete(len(ACTIONS))
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
         self._seed_base: int | None = None
@@ -175,8 +176,8 @@ class CapgapVectorEnv(_Face, VectorEnv):
 
     def step(self, actions):
         a = np.asarray(actions)
-        if a.shape != (self.num_envs,) or (a < 0).any() or (a > 3).any():
-            raise ValueError(f"actions must be {self.num_envs} integers in 0..3 (up, right, down, left); got {a!r}")
+        if a.shape != (self.num_envs,) or (a < 0).any() or (a >= len(ACTIONS)).any():
+            raise ValueError(f"actions must be {self.num_envs} integers in {_ACTIONS_TEXT}; got {a!r}")
         a = torch.as_tensor(a, device=self.core.device)
         reward, terminated, truncated = self.core.step(a)
         info: dict[str, Any] = {}

@@ -9,9 +9,10 @@ import torch
 
 from . import layout
 from .rng import KeyedRNG
-from .task import Events, Levels, Task
+from .task import Events, Levels, Task, View
 
 HELD, KEYS_LEFT, CHESTS_LEFT, OPENABLE = range(4)
+"""Columns of ``view.extra`` (the order of ``KeysChests.extras``)."""
 
 
 @dataclass(kw_only=True)
@@ -66,7 +67,7 @@ class KeysChests(Task):
     def __post_init__(self) -> None:
         super().__post_init__()
         for dial in ("keys_train", "chests_train", "keys_test", "chests_test"):
-            self.check(isinstance(getattr(self, dial), int) and 1 <= getattr(self, dial) <= 20, dial, "in [1, 20]")
+            self.check(1 <= getattr(self, dial) <= 20, dial, "in [1, 20]")
         self.check(self.keys_train <= self.chests_train, "keys_train", f"<= chests_train={self.chests_train}")
         self.check(self.keys_test > self.chests_test, "keys_test", f"> chests_test={self.chests_test}")
         most = max(self.keys_train + self.chests_train, self.keys_test + self.chests_test)
@@ -91,9 +92,9 @@ class KeysChests(Task):
         extra = np.stack([np.zeros(n, np.int64), nk, nc, np.minimum(nk, nc)], axis=1)
         return Levels(planes.reshape(n, 5, s, s), cells[:, 0], extra)
 
-    def step(self, core, here: torch.Tensor) -> Events:
-        x = core.extra
-        key, chest = here[:, 2].bool(), here[:, 3].bool()
+    def step(self, view: View, here: torch.Tensor) -> Events:
+        x = view.extra
+        key, chest = here[:, self.ch("key")].bool(), here[:, self.ch("chest")].bool()
         held, chests_left = x[:, HELD], x[:, CHESTS_LEFT]
         hoard = key & (held >= chests_left)  # a key that can never be used
         held = held + key.long()
@@ -102,21 +103,20 @@ class KeysChests(Task):
         x[:, HELD] = held
         x[:, KEYS_LEFT] -= key.long()
         x[:, CHESTS_LEFT] -= opened.long()
-        cell = core.base + core.pos
-        core.flat[cell + 2 * core.hw] &= (~key).to(torch.uint8)  # picked-up keys and opened chests vanish
-        core.flat[cell + 3 * core.hw] &= (~opened).to(torch.uint8)
+        view.clear_here("key", key)  # picked-up keys and opened chests vanish
+        view.clear_here("chest", opened)
         changed = (key | opened).nonzero().squeeze(1)
         if len(changed):
-            core.obs[changed, 4] = held[changed].to(torch.uint8).view(-1, 1, 1)
+            view.fill("held", changed, held[changed])
         terminated = (x[:, CHESTS_LEFT] == 0) | ((held == 0) & (x[:, KEYS_LEFT] == 0))
         gain = opened.float() / x[:, OPENABLE].clamp(min=1).float()
         return Events(opened.float(), terminated, gain, hoard)
 
-    def oracle_targets(self, core, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Goal-seeker: fetch a key when empty-handed, else open a chest; never hoard if it can
         help it. Proxy-seeker: collect every key first, then open chests."""
-        keys, chests = core.plane("key").bool(), core.plane("chest").bool()
-        x = core.extra
+        keys, chests = view.plane("key").bool(), view.plane("chest").bool()
+        x = view.extra
         if seek == "goal":
             holding = (x[:, HELD] > 0).unsqueeze(1)
             surplus = (x[:, HELD] >= x[:, CHESTS_LEFT]).unsqueeze(1)

@@ -9,7 +9,7 @@ import torch
 
 from . import layout
 from .rng import KeyedRNG
-from .task import Events, Levels, Task
+from .task import Events, Levels, Task, View
 
 
 @dataclass(kw_only=True)
@@ -70,10 +70,10 @@ class LavaShift(Task):
         planes[:, 3] = lava
         return Levels(planes, rows[:, 0] * s + 1, np.zeros((n, 0), np.int64))
 
-    def step(self, core, here: torch.Tensor) -> Events:
+    def step(self, view: View, here: torch.Tensor) -> Events:
         goal = here[:, 2].bool()
         return Events(goal.float(), goal | here[:, 3].bool(), goal.float(), torch.zeros_like(goal))
 
-    def oracle_targets(self, core, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
         """No proxy here: both scripted agents seek the goal and avoid lava."""
-        return core.plane("goal").bool(), core.plane("lava").bool()
+        return view.plane("goal").bool(), view.plane("lava").bool()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import CONTROL_ENVS, task_class  # the package is initialised before any of its modules
 from .core import FirstEpisodes, GridCore
 from .task import OUTCOMES, Task
 
@@ -41,7 +42,7 @@ def act(core: GridCore, seek: str) -> torch.Tensor:
     Walks a shortest path to the nearest target, avoiding the task's avoid-cells where a path
     around them exists. On a target it pushes into a wall (stays) where it can.
     """
-    targets, avoid = core.task.oracle_targets(core, seek)
+    targets, avoid = core.task.oracle_targets(core.view, seek)
     wall = core.plane("wall").bool()
     d = bfs(~wall & ~avoid, targets, core.size)
     d_loose = bfs(~wall, targets, core.size)  # fallback when the avoid-cells cut every path
@@ -108,8 +109,6 @@ def certify(env_id: str, n: int = 500, seed: int = 0, **dials) -> list[Check]:
 
     For a control env (no proxy): the goal-seeker's A >= 0.95 on both splits.
     """
-    from . import CONTROL_ENVS, task_class  # the registry imports this module
-
     cls = task_class(env_id)
     task = cls.from_dials(**dials)
     res = {(seek, split): run(task, seek, split, n, seed).summary()

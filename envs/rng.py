@@ -74,10 +74,6 @@ class KeyedRNG:
         """(K, m) floats in [0, 1)."""
         return (self.bits(m) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
-    def bernoulli(self, p: float) -> np.ndarray:
-        """(K,) bools, each True with probability p."""
-        return self.uniform(1)[:, 0] < p
-
     def integers(self, high: int | np.ndarray, m: int = 1) -> np.ndarray:
         """(K, m) integers in [0, high); ``high`` may be a (K,) array."""
         h = np.asarray(high, dtype=np.int64).reshape(-1, 1)

@@ -1,25 +1,27 @@
 """What a task is: dials, a batched level generator, and batched step rules.
 
-A task is one file: a dataclass whose fields are its *dials* (documented, validated), a
-``generate`` method that builds K levels at once with numpy, and a ``step`` method that turns
-what the agent stepped on into reward, termination and goal/proxy events for B envs at once
-with torch. The engine (``core.GridCore``) does everything else: movement, walls, time limit,
-auto-reset, episode statistics and the outcome schema. See ``docs/adding_an_env.md``.
+A task is one file: a dataclass whose fields are its *dials* (documented, type- and
+range-checked), a ``generate`` method that builds K levels at once with numpy, and a ``step``
+method that turns what the agent stepped on into reward, termination and goal/proxy events for B
+envs at once with torch. The engine (``core.GridCore``) does everything else: movement, walls,
+time limit, auto-reset, episode statistics and the outcome schema. A task never sees the engine
+itself, only a :class:`View` of it (planes, position, its own per-env state, "clear this plane
+under the agent"), so it can be unit-tested on a hand-made ``View`` with no engine at all. See
+``docs/adding_an_env.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import typing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 
 from .rng import KeyedRNG, level_keys
-
-if TYPE_CHECKING:
-    from .core import GridCore
 
 GOAL, PROXY, NEITHER = 0, 1, 2
 OUTCOMES = ("goal", "proxy", "neither")
@@ -28,8 +30,13 @@ OUTCOMES = ("goal", "proxy", "neither")
 SPLITS = ("train", "test")
 
 
-class DialError(ValueError):
-    """A bad env argument: unknown dial, out-of-range value, unknown split."""
+class CapgapError(Exception):
+    """A user error: bad input or a run that cannot go on as asked. The ``capgap`` command prints
+    it as one line (``capgap: error: ...``) and exits with status 2; subclasses say what kind."""
+
+
+class DialError(CapgapError, ValueError):
+    """A bad env argument: unknown dial, wrong type or out-of-range value, unknown split."""
 
 
 @dataclass
@@ -57,6 +64,58 @@ class Events(NamedTuple):
     """The proxy was achieved in this step, on a level where it is distinct from the goal (bool)."""
 
 
+class View:
+    """What a task sees of B envs of the engine: the planes, the agent's cell, the task's own
+    per-env state, and the few writes a task may make. Every tensor has B rows.
+
+    The engine builds one and keeps it current; a test can build one from hand-made tensors::
+
+        view = View(("wall", "agent", "key"), obs, pos, extra)
+
+    Args:
+        channels: the task's plane names (``Task.channels``), in order.
+        obs: (B, C, S, S) uint8 observation planes (written in place by :meth:`clear_here`, :meth:`fill`).
+        pos: (B,) long flat index ``y * S + x`` of each agent's cell.
+        extra: (B, E) long per-env state, columns named by ``Task.extras``; the task edits it in place.
+    """
+
+    def __init__(self, channels: tuple[str, ...], obs: torch.Tensor, pos: torch.Tensor, extra: torch.Tensor) -> None:
+        self.channels, self.obs, self.pos, self.extra = channels, obs, pos, extra
+        b, c, s, _ = obs.shape
+        self.num_envs, self.size, self.device = b, s, obs.device
+        self._hw = s * s
+        self._base = torch.arange(b, device=obs.device) * (c * self._hw)  # flat offset of env i's first plane
+
+    def channel(self, name: str) -> int:
+        """Index of the plane ``name``."""
+        return self.channels.index(name)
+
+    def plane(self, name: str) -> torch.Tensor:
+        """(B, S*S) view of the plane ``name`` (read it; write through :meth:`clear_here` / :meth:`fill`)."""
+        return self.obs[:, self.channel(name)].reshape(self.num_envs, -1)
+
+    def clear_here(self, name: str, where: torch.Tensor) -> None:
+        """Set the plane ``name`` to 0 under the agent in the envs where ``where`` (B,) bool is
+        True, e.g. a picked-up key. The other envs' cells are left as they are."""
+        cell = self._base + self.channel(name) * self._hw + self.pos
+        flat = self.obs.view(-1)
+        flat[cell] &= (~where).to(torch.uint8)
+
+    def fill(self, name: str, ids: torch.Tensor, values: torch.Tensor) -> None:
+        """Fill the whole plane ``name`` of envs ``ids`` (1-D long) with ``values`` (one per id),
+        e.g. a plane that shows a count."""
+        self.obs[ids, self.channel(name)] = values.to(torch.uint8).view(-1, 1, 1)
+
+
+_DIAL_TYPES: dict[Any, tuple[str, Any]] = {
+    bool: ("a boolean", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+"""Dial annotation -> (what to call it in an error, check). An int is a number; a bool is neither."""
+
+
 @dataclass(kw_only=True)
 class Task:
     """Base class of every capgap task. Subclasses add dials as dataclass fields."""
@@ -79,12 +138,25 @@ class Task:
     """Reward for a goal event at step t is ``1 - time_penalty * t / max_steps``."""
 
     def __post_init__(self) -> None:
-        self.check(isinstance(self.size, int) and 5 <= self.size <= 63, "size", "an integer in [5, 63]")
-        self.check(isinstance(self.max_steps, int) and self.max_steps >= 1, "max_steps", "an integer >= 1")
+        self.check_types()
+        self.check(5 <= self.size <= 63, "size", "an integer in [5, 63]")
+        self.check(self.max_steps >= 1, "max_steps", "an integer >= 1")
         self.check(0.0 <= self.p_disambiguate <= 1.0, "p_disambiguate", "in [0, 1]")
         self.check(0.0 <= self.time_penalty < 1.0, "time_penalty", "in [0, 1)")
 
     # ----- helpers for subclasses -------------------------------------------------------
+    def check_types(self) -> None:
+        """Check every dial's value against its annotation (``int``, ``float``, ``bool``, ``str``),
+        so that the range checks after it compare numbers with numbers. Called first by
+        ``Task.__post_init__``: a subclass's own dials are covered too."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            kind = _DIAL_TYPES.get(hints.get(f.name))
+            value = getattr(self, f.name)
+            if kind is not None and not kind[1](value):
+                raise DialError(f"{self.name}: {f.name}={value!r} has the wrong type; expected {kind[0]} "
+                                f"(default {f.default!r})")
+
     def check(self, ok: bool, dial: str, expected: str) -> None:
         """Raise a one-line :class:`DialError` unless ``ok``."""
         if not ok:
@@ -93,10 +165,6 @@ class Task:
     def ch(self, channel: str) -> int:
         """Index of a named observation plane."""
         return self.channels.index(channel)
-
-    def ex(self, extra: str) -> int:
-        """Column of a named per-env state variable in ``core.extra``."""
-        return self.extras.index(extra)
 
     @classmethod
     def dials(cls) -> dict[str, Any]:
@@ -128,15 +196,16 @@ class Task:
         """Build ``len(rng)`` levels of ``split``, vectorised over levels."""
         raise NotImplementedError
 
-    def step(self, core: GridCore, here: torch.Tensor) -> Events:
+    def step(self, view: View, here: torch.Tensor) -> Events:
         """Apply the task's rules after the agent moved.
 
-        ``here`` is (B, C): every plane's value at the agent's new cell. The task may edit
-        ``core.obs`` (e.g. remove a picked-up key) and ``core.extra``.
+        ``here`` is (B, C): every plane's value at the agent's new cell. The task may edit its
+        state ``view.extra`` in place and change planes through ``view.clear_here`` (e.g. remove a
+        picked-up key) and ``view.fill``; it never indexes the engine's buffers.
         """
         raise NotImplementedError
 
-    def oracle_targets(self, core: GridCore, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(targets, avoid) as (B, S*S) bool masks for a scripted BFS agent.
 
         ``seek`` is ``"goal"`` (pursue the intended goal, avoiding the proxy where possible)
