@@ -26,7 +26,21 @@ from .core import ACTIONS, Episodes, GridCore
 from .env import CapgapEnv, CapgapVectorEnv, observation_space
 from .keys_chests import KeysChests
 from .lava_shift import LavaShift
-from .task import GOAL, NEITHER, OUTCOMES, PROXY, SPLITS, CapgapError, DialError, Events, Levels, Task, View
+from .task import (
+    GOAL,
+    NEITHER,
+    OUTCOMES,
+    PROXY,
+    SPLITS,
+    CapgapError,
+    DialError,
+    Events,
+    Levels,
+    Task,
+    View,
+    format_dials,
+    parse_dials,
+)
 
 TASKS: dict[str, type[Task]] = {
     "capgap/CheeseCorner-v0": CheeseCorner,
@@ -87,7 +101,9 @@ __all__ = [
     "Levels",
     "Task",
     "View",
+    "format_dials",
     "make_core",
     "observation_space",
+    "parse_dials",
     "task_class",
 ]

@@ -12,6 +12,7 @@ vector env and a set of single envs with the same seeds play the very same level
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +116,23 @@ class LevelSource:
         slot = torch.as_tensor(j % self.q, device=self.device)
         return tuple(t[tid, slot] for t in self.ring)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Where every env is in its level stream, as tensors (a fixed set is regenerated, not stored)."""
+        state = {"seeds": torch.from_numpy(self.seeds.view(np.int64).copy()),
+                 "episode": torch.from_numpy(self.episode.copy())}
+        if not self.num_levels:
+            state |= {"filled": torch.from_numpy(self.filled.copy())}
+            state |= {f"ring.{i}": t.clone() for i, t in enumerate(self.ring)}
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.seeds = state["seeds"].numpy().astype(np.int64).view(np.uint64).copy()
+        self.episode = state["episode"].numpy().astype(np.int64).copy()
+        if not self.num_levels:
+            self.filled = state["filled"].numpy().astype(np.int64).copy()
+            for i, t in enumerate(self.ring):
+                t.copy_(state[f"ring.{i}"])
+
     def _refill(self) -> None:
         """Generate, for every env, the levels up to `lookahead` episodes ahead, in one batch."""
         hi = self.episode - 1 + self.q  # `episode` was already advanced by `next`
@@ -188,6 +206,27 @@ class GridCore:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.flat = self.obs.view(-1)
+
+    # ----- state, as plain tensors (checkpoints) ---------------------------------------
+    _STATE = ("obs", "pos", "t", "ret", "goal", "proxy", "extra", "level")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything that changes as the envs play, as plain tensors (nothing pickled): a fresh
+        engine of the same task, split, ``num_envs`` and ``num_levels`` that loads it with
+        :meth:`load_state_dict` continues exactly where this one is."""
+        state = {k: getattr(self, k).clone() for k in self._STATE}
+        state |= {f"episodes.{f.name}": getattr(self.episodes, f.name).clone()
+                  for f in dataclasses.fields(Episodes)}
+        state |= {f"source.{k}": v for k, v in self.source.state_dict().items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict` (in place: views of the buffers stay valid)."""
+        for k in self._STATE:
+            getattr(self, k).copy_(state[k])
+        for f in dataclasses.fields(Episodes):
+            setattr(self.episodes, f.name, state[f"episodes.{f.name}"].clone().to(self.device))
+        self.source.load_state_dict({k.removeprefix("source."): v for k, v in state.items() if k.startswith("source.")})
 
     # ----- resets ---------------------------------------------------------------------
     def reset(self, seeds: np.ndarray | int, level_indices: np.ndarray | None = None) -> torch.Tensor:

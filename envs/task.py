@@ -64,6 +64,29 @@ class Events(NamedTuple):
     """The proxy was achieved in this step, on a level where it is distinct from the goal (bool)."""
 
 
+def parse_dials(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["size=9", "p_disambiguate=0.1"]`` -> ``{"size": 9, "p_disambiguate": 0.1}``: the one place
+    where dial strings (command line, ``config.json``) become values. A value that is not a Python
+    literal stays a string (and the task's type check names it)."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise DialError(f"malformed dial {pair!r}; write it as name=value, e.g. p_disambiguate=0.1")
+        try:
+            out[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name] = value
+    return out
+
+
+def format_dials(dials: dict[str, Any]) -> str:
+    """``{"size": 9, "p_disambiguate": 0.10}`` -> ``"p_disambiguate=0.1,size=9"``: one spelling per setting."""
+    return ",".join(f"{k}={v}" for k, v in sorted(dials.items()))
+
+
 class View:
     """What a task sees of B envs of the engine: the planes, the agent's cell, the task's own
     per-env state, and the few writes a task may make. Every tensor has B rows.

@@ -18,7 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from capgap.envs import DialError
+from capgap import rundir
+from capgap.envs import parse_dials
+from capgap.eval.records import run_meta
 from capgap.eval.rollout import evaluate
 
 
@@ -26,13 +28,13 @@ def find_runs(path: Path) -> list[Path]:
     """The run dirs under ``path`` (itself, if it is one), sorted."""
     path = Path(path)
     if not path.is_dir():
-        raise DialError(f"{path} is not a directory; give a run dir or a sweep dir")
+        raise rundir.RunError(f"{path} is not a directory; give a run dir or a sweep dir")
     if (path / "config.json").exists():
         return [path]
-    runs = sorted(p.parent for p in path.rglob("config.json") if (p.parent / "checkpoints").is_dir())
-    if not runs:
-        raise DialError(f"no capgap runs under {path} (no */config.json with checkpoints); train or sweep first")
-    return runs
+    found = sorted(p.parent for p in path.rglob("config.json") if (p.parent / "checkpoints").is_dir())
+    if not found:
+        raise rundir.RunError(f"no capgap runs under {path} (no */config.json with checkpoints); train or sweep first")
+    return found
 
 
 def _complete(path: Path, episodes: int) -> bool:
@@ -47,22 +49,22 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from capgap.agents import build
-    from capgap.train.ppo import load_checkpoint, parse_dials, run_args, run_meta, write_episodes
 
     torch.set_num_threads(job.get("threads", 1))
     run_dir, episodes = Path(job["run_dir"]), job["episodes"]
-    args = run_args(run_dir)
-    dials = parse_dials(args.dials)
-    agent = build(args.env, args.size, args.family, **dials).eval()  # one network, each checkpoint loaded in
-    meta = run_meta(args, agent.num_params())
+    config = rundir.read_config(run_dir)
+    dials = parse_dials(config["dials"])
+    agent = build(config["env"], config["size"], config["family"], **dials).eval()  # each checkpoint loaded in
+    meta = run_meta(config, dials, agent.num_params(), rundir.run_name(config))
     written = 0
-    for ckpt in sorted((run_dir / "checkpoints").glob("step_*.pt")):
-        step = int(ckpt.stem.split("_")[1])
-        if _complete(run_dir / "episodes" / f"step_{step:010d}.jsonl", episodes):
+    for ckpt in rundir.checkpoints(run_dir):
+        step = rundir.checkpoint_step(ckpt)
+        if _complete(rundir.episodes_path(run_dir, step), episodes):
             continue
-        load_checkpoint(ckpt, agent)
-        results = [evaluate(agent, args.env, split, episodes, dials, seed=args.seed) for split in ("train", "test")]
-        write_episodes(run_dir, step, results, meta)
+        rundir.load_checkpoint(ckpt, agent)
+        results = [evaluate(agent, config["env"], split, episodes, dials, seed=config["seed"])
+                   for split in ("train", "test")]
+        rundir.write_episodes(run_dir, step, [r for res in results for r in res.records(meta, step)])
         written += 1
     return {"run": run_dir.name, "evaluated": written}
 

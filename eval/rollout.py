@@ -20,6 +20,7 @@ import torch
 
 from capgap.envs import NEITHER, OUTCOMES, PROXY, make_core, render
 from capgap.envs.core import FirstEpisodes
+from capgap.eval.records import episode_record
 
 EVAL_SEED_BASE = 1 << 40
 
@@ -43,11 +44,11 @@ class EvalResult:
     """The first episode's agent positions (flat indices), start included."""
 
     def records(self, meta: dict[str, Any], step: int) -> list[dict[str, Any]]:
-        """One JSON-able dict per episode: ``meta`` (run, env, size, ...), the step and the outcome."""
-        return [{**meta, "step": step, "split": self.split, "episode": i, "level": int(self.level[i]),
-                 "outcome": OUTCOMES[int(self.outcome[i])], "goal_score": float(self.goal_score[i]),
-                 "capability_score": float(self.capability_score[i]), "return": float(self.ret[i]),
-                 "length": int(self.length[i])} for i in range(len(self.outcome))]
+        """One episode record per episode (``capgap.eval.records.EPISODE_KEYS``)."""
+        return [episode_record(meta, step, self.split, i, int(self.level[i]), {
+                    "outcome": OUTCOMES[int(self.outcome[i])], "goal_score": float(self.goal_score[i]),
+                    "capability_score": float(self.capability_score[i]), "return": float(self.ret[i]),
+                    "length": int(self.length[i])}) for i in range(len(self.outcome))]
 
     def metrics(self) -> dict[str, float]:
         """C, A, proxy rate, return and length, averaged over the episodes."""

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from capgap.envs import parse_dials
 from capgap.eval.rollout import evaluate
-from capgap.train.ppo import Args, agent_from_run, parse_dials, train
+from capgap.train.ppo import Args, agent_from_run, train
 
 ENV = "capgap/CheeseCorner-v0"
 

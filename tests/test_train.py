@@ -15,8 +15,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from capgap.rundir import RunError, latest_checkpoint
 from capgap.train.cli import main
-from capgap.train.ppo import Args, RunError, agent_from_run, latest_checkpoint, train
+from capgap.train.ppo import Args, agent_from_run, train
 
 # a small, fast configuration: 7x7 maze, tiny batches
 SMALL = dict(size="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 6, eval_every=64 * 32 * 2,
@@ -126,16 +127,96 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path: Path) -> None:
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(RunError, match=r"checkpoint .*step_0000012288.pt is unreadable .* delete it to resume"):
         train(args)
-    state = torch.load(run_dir / "checkpoints" / f"step_{8192:010d}.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoints" / f"step_{8192:010d}.pt", weights_only=True)
     state["agent"] = {k: v[..., :1] for k, v in state["agent"].items()}
     torch.save(state, ckpt)
     with pytest.raises(RunError, match="holds a different network"):
         train(args)
 
 
+def test_checkpoints_are_plain_data(small_run: Path) -> None:
+    """Every checkpoint loads with weights_only=True (no code runs) and holds no engine object."""
+    for path in (small_run / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=True)
+        assert state["format"] == 2 and isinstance(state["core"]["obs"], torch.Tensor)
+    root = Path(__file__).parents[1]
+    sources = [p for d in ("envs", "agents", "runs", "train", "eval", "experiments") for p in (root / d).glob("*.py")]
+    assert sources and not [p for p in sources if "weights_only=False" in p.read_text()]
+
+
+def test_checkpoint_from_before_the_format_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint that pickles the engine (the old format) is refused, in one line that says what to do."""
+    import capgap.envs as E
+
+    args = Args(**SMALL, out=str(tmp_path))
+    run_dir = train(args)
+    (run_dir / "done.json").unlink()
+    ckpt = latest_checkpoint(run_dir)
+    state = torch.load(ckpt, weights_only=True)
+    old = {k: v for k, v in state.items() if k != "format"}
+    old["core"] = E.make_core("capgap/CheeseCorner-v0", 4, size=7)  # what the old trainer pickled
+    torch.save(old, ckpt)
+    with pytest.raises(RunError, match=r"cannot be loaded safely: it was written by capgap before checkpoints"):
+        train(args)
+    assert main(["eval", str(run_dir), "--episodes", "64", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    line = err[err.index("capgap: error: "):].splitlines()[0]  # after the eval progress bar
+    assert line.startswith("capgap: error: checkpoint ") and line.endswith("evaluate it with that older capgap"), err
+
+
+def test_full_disk_stops_in_one_line_and_rerunning_resumes(small_run: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The disk fills while the second checkpoint is written: one line, exit 2, the earlier files
+    intact; the same command, re-run, resumes and finishes with the uninterrupted run's numbers."""
+    import errno
+
+    real_save, saves = torch.save, []
+
+    def save_until_full(obj, path, *a, **kw):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *a, **kw)
+
+    argv = ["train", "--out", str(tmp_path), "--rung" if "rung" in Args.__dataclass_fields__ else "--size", "nano",
+            "--num-envs", "64", "--num-steps", "32", "--total-steps", str(64 * 32 * 6), "--eval-every",
+            str(64 * 32 * 2), "--eval-episodes", "32", "--dials", "size=7", "max_steps=40", "--no-progress",
+            "--threads", "1"]
+    monkeypatch.setattr(torch, "save", save_until_full)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    run_dir = tmp_path / small_run.name
+    assert err == (f"capgap: error: no space left on device writing {run_dir / 'checkpoints' / 'step_0000004096.pt'}"
+                   "; free some space and re-run the same command: it resumes from the last checkpoint"), err
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_0000000000.pt"], "no partial file left"
+    monkeypatch.setattr(torch, "save", real_save)
+    assert main(argv) == 0
+    assert json.loads((run_dir / "done.json").read_text())["global_step"] == 12288
+    assert scalars(run_dir) == scalars(small_run)
+
+
+def test_full_disk_in_tensorboard_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk met by TensorBoard's writer (not one of our own writes) also ends in one line."""
+    import errno
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    def full(*a, **kw):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(SummaryWriter, "flush", full)
+    with pytest.raises(RunError, match=r"^no space left on device writing .*; free some space and re-run"):
+        train(Args(**SMALL, out=str(tmp_path)))
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--dials", "p_disambiguate=abc"],
+         "CheeseCorner: p_disambiguate='abc' has the wrong type; expected a number (default 0.0)"),
+        (["--dials", "size=9.0"], "CheeseCorner: size=9.0 has the wrong type; expected an integer"),
+        (["--dials", "max_steps=True"], "CheeseCorner: max_steps=True has the wrong type; expected an integer"),
         (["--env", "capgap/Nope-v0"], "unknown env 'capgap/Nope-v0'"),
         (["--size", "9"], "size '9' is out of range"),
         (["--num-envs", "10", "--num-steps", "3", "--num-minibatches", "4"], "does not split into num_minibatches=4"),

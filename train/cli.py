@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 from capgap import envs as E
 from capgap.agents import FAMILIES
-from capgap.train.ppo import RunError, parse_dials
+from capgap.envs import CapgapError, parse_dials
 
 
-class UsageError(ValueError):
+class UsageError(CapgapError, ValueError):
     """A bad command line."""
 
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if command is None:
             raise UsageError(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}")
         command(argv[1:])
-    except (UsageError, E.DialError, RunError) as err:
+    except CapgapError as err:
         print(f"capgap: error: {err}", file=sys.stderr)
         return 2
     return 0

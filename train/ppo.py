@@ -4,7 +4,8 @@ One readable flow, top to bottom, in the manner of CleanRL's ``ppo.py``:
 rollout on the torch engine (no numpy in the hot path) -> GAE -> clipped-surrogate updates with
 value loss, entropy bonus, advantage normalisation, gradient clipping and LR annealing ->
 every ``eval_every`` steps an evaluation on both splits (fresh levels), TensorBoard summaries
-and a checkpoint. A killed run resumes from its last checkpoint when launched again.
+and a checkpoint. A killed run resumes from its last checkpoint when launched again. What a run
+leaves on disk (config, checkpoints, episode files, the lock) is :mod:`capgap.rundir`' business.
 
     capgap train --env capgap/CheeseCorner-v0 --size 3 --seed 0 --total-steps 2_000_000 --out runs/
 
@@ -15,13 +16,8 @@ TensorBoard tags (x-axis = env steps): ``charts/*`` (training episodes, SPS, LR)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import os
-import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +28,12 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from capgap.agents import FAMILIES, ActorCritic, build, rung
-from capgap.envs import DEFAULT_ENV, OUTCOMES, DialError, make_core
-from capgap.eval.rollout import EvalResult, evaluate, heatmap, trajectory
-
-
-class RunError(RuntimeError):
-    """A run that cannot start or resume as asked (another run in the out dir, a bad checkpoint)."""
+from capgap import rundir
+from capgap.agents import FAMILIES, ActorCritic, build
+from capgap.envs import DEFAULT_ENV, OUTCOMES, DialError, make_core, parse_dials
+from capgap.eval.records import run_meta
+from capgap.eval.rollout import evaluate, heatmap, trajectory
+from capgap.rundir import RunError
 
 
 @dataclass
@@ -101,54 +96,6 @@ class Args:
     """torch device."""
     progress: bool = True
     """Show a progress bar."""
-    # fields that do not change what a run computes: may differ when resuming
-    RESUMABLE_DIFFERENCES = ("threads", "progress", "out", "device")
-
-
-def parse_dials(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """``["size=9", "p_disambiguate=0.1"]`` -> ``{"size": 9, "p_disambiguate": 0.1}``."""
-    import ast
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.isidentifier():
-            raise DialError(f"malformed dial {pair!r}; write it as name=value, e.g. p_disambiguate=0.1")
-        try:
-            out[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[name] = value
-    return out
-
-
-def canonical_dials(pairs: tuple[str, ...] | list[str]) -> str:
-    """``("size=9", "p_disambiguate=0.10")`` -> ``"p_disambiguate=0.1,size=9"``: one spelling per setting."""
-    return ",".join(f"{k}={v}" for k, v in sorted(parse_dials(pairs).items()))
-
-
-def run_meta(args: Args, params: int) -> dict[str, Any]:
-    """What identifies a run in per-episode records: the keys the evaluator groups by."""
-    r = rung(args.size)
-    return {"run": run_name(args), "env": args.env, "size": r.name, "size_index": r.index, "params": params,
-            "family": args.family, "dials": canonical_dials(args.dials), "seed": args.seed}
-
-
-def write_episodes(run_dir: Path, step: int, results: list[EvalResult], meta: dict[str, Any]) -> Path:
-    """Store an evaluation's per-episode outcomes as ``episodes/step_<step>.jsonl`` (atomically)."""
-    (run_dir / "episodes").mkdir(exist_ok=True)
-    path = run_dir / "episodes" / f"step_{step:010d}.jsonl"
-    lines = "".join(json.dumps(r) + "\n" for res in results for r in res.records(meta, step))
-    _atomic_write(path, lambda p: p.write_text(lines))
-    return path
-
-
-def run_name(args: Args) -> str:
-    """``CheeseCorner-v0__tiny__p_disambiguate=0.1__s0``: filterable in TensorBoard."""
-    if args.name:
-        return args.name
-    parts = [args.env.split("/")[-1], rung(args.size).name + ("" if args.family == "conv" else f"-{args.family}")]
-    parts += [re.sub(r"[^\w.=-]", "_", d) for d in sorted(args.dials)]
-    return "__".join([*parts, f"s{args.seed}"])
 
 
 def check_args(args: Args) -> None:
@@ -168,122 +115,40 @@ def check_args(args: Args) -> None:
         raise DialError(f"unknown network family {args.family!r}; expected one of {', '.join(FAMILIES)}")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def config_of(args: Args) -> dict[str, Any]:
+    """``Args`` as plain JSON data (``config.json``, sweep items)."""
     d = dataclasses.asdict(args)
     d["dials"] = list(d["dials"])
     return d
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    return ckpts[-1] if ckpts else None
-
-
-def load_checkpoint(path: Path, agent: nn.Module | None = None) -> dict[str, Any]:
-    """Read a checkpoint, with a one-line error for a corrupt or mismatched one."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or "agent" not in ckpt:
-            raise ValueError("not a capgap checkpoint")
-    except Exception as err:  # torch raises many types for a damaged file
-        raise RunError(f"checkpoint {path} is unreadable ({type(err).__name__}: {str(err)[:80]}); "
-                       "delete it to resume from the previous one") from None
-    if agent is not None:
-        try:
-            agent.load_state_dict(ckpt["agent"])
-        except RuntimeError:
-            raise RunError(f"checkpoint {path} holds a different network than this run's config "
-                           f"({ckpt.get('params', '?')} parameters); was the run dir reused?") from None
-    return ckpt
-
-
-def prepare_run_dir(args: Args) -> Path:
-    """Create the run dir, or check that it holds this very run (to resume). Refuses another run's dir."""
-    run_dir = Path(args.out) / run_name(args)
-    cfg_path = run_dir / "config.json"
-    config = config_of(args)
-    if cfg_path.exists():
-        try:
-            old = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError:
-            raise RunError(f"{cfg_path} is corrupt; delete the run dir {run_dir} to start over") from None
-        diff = sorted(k for k in config if k not in Args.RESUMABLE_DIFFERENCES and old.get(k) != config[k])
-        if diff:
-            raise RunError(f"{run_dir} holds another run (its config differs in: {', '.join(diff)}); "
-                           "use another --out or --name, or delete that dir")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(f"{run_dir} exists and is not a capgap run (no config.json); use another --out or --name")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cfg_path, lambda p: p.write_text(json.dumps(config, indent=2)))
-    return run_dir
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path, wait_s: float = 15.0) -> Iterator[None]:
-    """Hold an exclusive lock on a run dir: two processes never train the same run at once
-    (e.g. a resumed sweep while a killed sweep's worker is still exiting)."""
-    import fcntl
-
-    with (run_dir / ".lock").open("w") as f:
-        deadline = time.time() + wait_s
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.time() > deadline:
-                    raise RunError(f"{run_dir} is being trained by another process; wait for it or stop it") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def hparams_markdown(args: Args, params: int) -> str:
-    rows = "\n".join(f"|{k}|{v}|" for k, v in {**config_of(args), "parameters": params}.items())
-    return "|param|value|\n|-|-|\n" + rows
-
-
-def log_eval(writer: SummaryWriter, step: int, res: EvalResult, channels: tuple[str, ...]) -> dict[str, float]:
-    m = res.metrics()
-    for k, v in m.items():
-        writer.add_scalar(f"eval/{res.split}/{k}", v, step)
-    writer.add_image(f"eval/{res.split}/visits", heatmap(res.visits), step, dataformats="HWC")
-    if res.split == "test":
-        writer.add_image("eval/test/trajectory", trajectory(res, channels), step, dataformats="HWC")
-    return m
 
 
 def train(args: Args) -> Path:
     """Train (or resume) one run; returns its directory."""
     check_args(args)
     torch.manual_seed(args.seed)
-    agent = build(args.env, args.size, args.family, **parse_dials(args.dials))  # validates env, size, dials
-    run_dir = prepare_run_dir(args)
-    with run_lock(run_dir):
-        if (run_dir / "done.json").exists():
+    dials = parse_dials(args.dials)  # the only parse of this run's dials
+    agent = build(args.env, args.size, args.family, **dials)  # validates env, size, dials
+    config = config_of(args)
+    run_dir = Path(args.out) / rundir.run_name(config)
+    rundir.prepare_run_dir(run_dir, config)
+    with rundir.run_lock(run_dir):
+        if rundir.is_done(run_dir):
             print(f"{run_dir} already finished; nothing to do")
         else:
-            _train(args, run_dir, latest_checkpoint(run_dir), agent.to(args.device))
+            with rundir.disk_guard(run_dir):  # a full disk anywhere (e.g. TensorBoard's writer): one line
+                _train(args, dials, run_dir, agent.to(args.device))
     return run_dir
 
 
-def _train(args: Args, run_dir: Path, resume_from: Path | None, agent: ActorCritic) -> None:
-    dials = parse_dials(args.dials)
+def _train(args: Args, dials: dict[str, Any], run_dir: Path, agent: ActorCritic) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
     # ----- setup ----------------------------------------------------------------------
     device = torch.device(args.device)
     params = agent.num_params()
+    config = config_of(args)
+    meta = run_meta(config, dials, params, run_dir.name)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=1e-5)
     core = make_core(args.env, args.num_envs, "train", args.num_levels, args.device, **dials)
     core.reset(args.seed * (1 << 20) + np.arange(args.num_envs))
@@ -291,29 +156,18 @@ def _train(args: Args, run_dir: Path, resume_from: Path | None, agent: ActorCrit
     minibatch = batch // args.num_minibatches
     num_iterations = args.total_steps // batch
     iteration, global_step, next_eval = 0, 0, 0
+    resume_from = rundir.latest_checkpoint(run_dir)
     if resume_from is not None:
-        ckpt = load_checkpoint(resume_from, agent)
+        ckpt = rundir.load_checkpoint(resume_from, agent)
         optimizer.load_state_dict(ckpt["optimizer"])
-        core = ckpt["core"]
+        core.load_state_dict(ckpt["core"])
         torch.set_rng_state(ckpt["torch_rng"])
         iteration, global_step, next_eval = ckpt["iteration"], ckpt["global_step"], ckpt["next_eval"]
-        evals = run_dir / "evals.jsonl"  # forget evaluations logged after the checkpoint
-        kept = [ln for ln in evals.read_text().splitlines() if json.loads(ln)["step"] <= global_step]
-        _atomic_write(evals, lambda p: p.write_text("".join(ln + "\n" for ln in kept)))
+        rundir.trim_evals(run_dir, global_step)
     # events logged after the checkpoint (by the killed process) are purged from TensorBoard's view
     writer = SummaryWriter(str(run_dir), purge_step=global_step + 1 if resume_from else None)
     if resume_from is None:
-        writer.add_text("hyperparameters", hparams_markdown(args, params))
-        writer.add_custom_scalars({"capgap": {
-            "test split: C vs A": ["Multiline", ["eval/test/capability", "eval/test/goal"]],
-            "train split: C vs A": ["Multiline", ["eval/train/capability", "eval/train/goal"]],
-            "proxy rate (train, test)": ["Multiline", ["eval/train/proxy", "eval/test/proxy"]],
-        }})
-        hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config_of(args).items()}
-        hp["parameters"] = params
-        for s in hparams_summary(hp, {"eval/test/capability": 0.0, "eval/test/goal": 0.0,
-                                      "eval/train/goal": 0.0}):
-            writer.file_writer.add_summary(s)
+        log_run_header(writer, config, params)
 
     obs_buf = torch.zeros((args.num_steps, *core.obs.shape), dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
@@ -325,34 +179,22 @@ def _train(args: Args, run_dir: Path, resume_from: Path | None, agent: ActorCrit
     from tqdm import tqdm
 
     bar = tqdm(total=args.total_steps, initial=global_step, unit="step", unit_scale=True, disable=not args.progress,
-               desc=run_name(args), dynamic_ncols=True)
+               desc=run_dir.name, dynamic_ncols=True)
     last: dict[str, float] = {}
     start_time, train_time, start_step = time.time(), 0.0, global_step
 
-    def evaluate_and_checkpoint() -> None:
-        nonlocal next_eval, last
-        agent.eval()
-        results = []
-        for split in ("train", "test"):
-            res = evaluate(agent, args.env, split, args.eval_episodes, dials, seed=args.seed, device=args.device)
-            results.append(res)
-            m = log_eval(writer, global_step, res, core.task.channels)
-            last[f"{split[:2]}_C"], last[f"{split[:2]}_A"] = m["capability"], m["goal"]
-            with (run_dir / "evals.jsonl").open("a") as f:
-                f.write(json.dumps({"step": global_step, "split": split, **m}) + "\n")
-        write_episodes(run_dir, global_step, results, run_meta(args, params))
-        agent.train()
-        next_eval = global_step + args.eval_every
-        ckpt = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "core": core,
+    def checkpoint() -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly, as plain tensors and data."""
+        return {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "core": core.state_dict(),
                 "torch_rng": torch.get_rng_state(), "iteration": iteration, "global_step": global_step,
-                "next_eval": next_eval, "params": params, "config": config_of(args)}
-        writer.flush()  # everything up to this step is on disk before the checkpoint exists
-        (run_dir / "checkpoints").mkdir(exist_ok=True)
-        _atomic_write(run_dir / "checkpoints" / f"step_{global_step:010d}.pt", lambda p: torch.save(ckpt, p))
-        bar.set_postfix(test_C=f"{last['te_C']:.2f}", test_A=f"{last['te_A']:.2f}", train_A=f"{last['tr_A']:.2f}")
+                "next_eval": next_eval, "params": params, "config": config}
 
-    if resume_from is None:
-        evaluate_and_checkpoint()  # the untrained policy: t = 0 of the curves
+    if resume_from is None:  # the untrained policy: t = 0 of the curves
+        last = evaluate_and_log(agent, args, dials, writer, run_dir, global_step, meta, core.task.channels)
+        next_eval = global_step + args.eval_every
+        writer.flush()  # everything up to this step is on disk before the checkpoint exists
+        rundir.save_checkpoint(run_dir, global_step, checkpoint())
+        bar.set_postfix(test_C=f"{last['te_C']:.2f}", test_A=f"{last['te_A']:.2f}", train_A=f"{last['tr_A']:.2f}")
 
     # ----- the training loop ----------------------------------------------------------
     while iteration < num_iterations:
@@ -451,29 +293,68 @@ def _train(args: Args, run_dir: Path, resume_from: Path | None, agent: ActorCrit
         w("losses/explained_variance", explained_var, global_step)
         bar.update(batch)
 
+        # ----- evaluation and checkpoint ---------------------------------------------------
         if global_step >= next_eval or iteration == num_iterations:
-            evaluate_and_checkpoint()
+            last = evaluate_and_log(agent, args, dials, writer, run_dir, global_step, meta, core.task.channels)
+            next_eval = global_step + args.eval_every
+            writer.flush()  # everything up to this step is on disk before the checkpoint exists
+            rundir.save_checkpoint(run_dir, global_step, checkpoint())
+            bar.set_postfix(test_C=f"{last['te_C']:.2f}", test_A=f"{last['te_A']:.2f}", train_A=f"{last['tr_A']:.2f}")
 
     bar.close()
     writer.close()
     final = {"global_step": global_step, "parameters": params, "wall_s": time.time() - start_time,
              "train_sps": (global_step - start_step) / max(train_time, 1e-9), **last}
-    _atomic_write(run_dir / "done.json", lambda p: p.write_text(json.dumps(final, indent=2)))
+    rundir.write_json(run_dir / "done.json", final)
 
 
-def run_args(run_dir: Path) -> Args:
-    """The ``Args`` a run was launched with (its ``config.json``)."""
-    config = json.loads((run_dir / "config.json").read_text())
-    return Args(**{**config, "dials": tuple(config["dials"])})
+# ----- what the flow calls ----------------------------------------------------------------
+
+
+def log_run_header(writer: SummaryWriter, config: dict[str, Any], params: int) -> None:
+    """A new run's hyperparameter table, custom-scalars chart and HParams entry."""
+    rows = "\n".join(f"|{k}|{v}|" for k, v in {**config, "parameters": params}.items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)
+    writer.add_custom_scalars({"capgap": {
+        "test split: C vs A": ["Multiline", ["eval/test/capability", "eval/test/goal"]],
+        "train split: C vs A": ["Multiline", ["eval/train/capability", "eval/train/goal"]],
+        "proxy rate (train, test)": ["Multiline", ["eval/train/proxy", "eval/test/proxy"]],
+    }})
+    hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
+    hp["parameters"] = params
+    for s in hparams_summary(hp, {"eval/test/capability": 0.0, "eval/test/goal": 0.0, "eval/train/goal": 0.0}):
+        writer.file_writer.add_summary(s)
+
+
+def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, Any], writer: SummaryWriter, run_dir: Path,
+                     step: int, meta: dict[str, Any], channels: tuple[str, ...]) -> dict[str, float]:
+    """Play ``eval_episodes`` fresh levels of each split with the current policy (its own seeded
+    sampler: the training run's random stream is untouched); log the metrics, pictures, ``evals.jsonl``
+    line and the episodes file. Returns the headline numbers."""
+    agent.eval()
+    results, last = [], {}
+    for split in ("train", "test"):
+        res = evaluate(agent, args.env, split, args.eval_episodes, dials, seed=args.seed, device=args.device)
+        results.append(res)
+        m = res.metrics()
+        for k, v in m.items():
+            writer.add_scalar(f"eval/{split}/{k}", v, step)
+        writer.add_image(f"eval/{split}/visits", heatmap(res.visits), step, dataformats="HWC")
+        if split == "test":
+            writer.add_image("eval/test/trajectory", trajectory(res, channels), step, dataformats="HWC")
+        last[f"{split[:2]}_C"], last[f"{split[:2]}_A"] = m["capability"], m["goal"]
+        rundir.append_line(run_dir / "evals.jsonl", {"step": step, "split": split, **m})
+    rundir.write_episodes(run_dir, step, [r for res in results for r in res.records(meta, step)])
+    agent.train()
+    return last
 
 
 def agent_from_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[ActorCritic, dict[str, Any]]:
     """The network of a run at a checkpoint (default: its latest), with the run's config."""
-    args = run_args(run_dir)
-    config = config_of(args)
-    agent = build(args.env, args.size, args.family, **parse_dials(args.dials))
-    path = checkpoint or latest_checkpoint(run_dir)
+    config = rundir.read_config(run_dir)
+    agent = build(config["env"], config["size"], config["family"], **parse_dials(config["dials"]))
+    path = checkpoint or rundir.latest_checkpoint(run_dir)
     if path is None:
         raise RunError(f"{run_dir} has no checkpoint yet")
-    load_checkpoint(path, agent)
+    rundir.load_checkpoint(path, agent)
     return agent.eval(), config

@@ -33,9 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capgap import rundir
 from capgap.agents import rung
-from capgap.envs import DialError, task_class
-from capgap.train.ppo import Args, RunError, _atomic_write, check_args, config_of, parse_dials, run_name, train
+from capgap.envs import CapgapError, DialError, parse_dials, task_class
+from capgap.rundir import RunError
+from capgap.train.ppo import Args, check_args, config_of, train
 
 
 @dataclass
@@ -109,7 +111,7 @@ def validate(sweep: Sweep) -> None:
     for trial in trials:
         check_args(trial)
         task_class(trial.env).from_dials(**parse_dials(trial.dials))
-    names = [run_name(t) for t in trials]
+    names = [rundir.run_name(config_of(t)) for t in trials]
     if len(set(names)) != len(names):
         raise DialError("two trials would share a run directory; do sizes or seeds repeat?")
 
@@ -125,16 +127,17 @@ def prepare(sweep: Sweep) -> None:
             raise RunError(f"{sweep.out} holds another sweep (it differs in: {', '.join(diff)}); "
                            "use another --out, or delete that dir")
         return
-    sweep.out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda p: p.write_text(json.dumps(config, indent=2)))
+    with rundir.disk_guard(sweep.out):
+        sweep.out.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(path, config)
 
 
 def is_done(trial: Args) -> bool:
-    return (Path(trial.out) / run_name(trial) / "done.json").exists()
+    return rundir.is_done(Path(trial.out) / rundir.run_name(config_of(trial)))
 
 
 def run_trial(config: dict[str, Any]) -> dict[str, Any]:
-    """Train one trial (resuming it if it was interrupted); the one function every backend runs."""
+    """Train one trial (resuming it if it was interrupted); the one function every backend rundir."""
     args = Args(**{**config, "dials": tuple(config["dials"])})
     run_dir = train(args)
     return {"run": run_dir.name, **json.loads((run_dir / "done.json").read_text())}
@@ -168,7 +171,7 @@ def run_ray(fn: Callable[[dict[str, Any]], dict[str, Any]], items: list[dict[str
     try:
         import ray
     except ImportError:
-        raise DialError("the ray backend needs Ray: pip install 'capgap[ray]'") from None
+        raise CapgapError("the ray backend needs Ray: pip install 'capgap[ray]'") from None
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,

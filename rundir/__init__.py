@@ -1,0 +1,230 @@
+"""Run directories: what a training run leaves on disk, and the one place that reads and writes it.
+
+Training (``capgap.train.ppo``), sweeps and the evaluator all go through this module, so the
+trainer holds only PPO and the evaluator imports nothing from it. A run directory holds::
+
+    config.json                 the run's config (``Args`` as plain JSON)
+    events.out.tfevents.*       TensorBoard
+    evals.jsonl                 one line per split per evaluation: {"step", "split", <metrics>}
+    episodes/step_<t>.jsonl     one record per evaluation episode (``capgap.eval.records``)
+    checkpoints/step_<t>.pt     plain tensors and plain data, loaded with ``weights_only=True``
+    done.json                   written last: the run is finished
+    .lock                       held while a process trains the run
+
+Every file is written atomically (a temporary file, then ``os.replace``), so a killed run leaves
+the previous version intact, and a full disk stops the run with one line that names the path
+(:func:`disk_guard`): re-running the same command resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from capgap.agents import rung
+from capgap.envs import CapgapError
+
+CHECKPOINT_FORMAT = 2
+"""Version of the checkpoint layout. 2: plain tensors and data (``weights_only=True``); 1 (before
+this module): a pickled engine, which cannot be loaded safely."""
+
+RESUMABLE_DIFFERENCES = ("threads", "progress", "out", "device")
+"""Config fields that do not change what a run computes: they may differ when resuming."""
+
+OLD_FORMAT_HINT = ("it was written by capgap before checkpoints became plain tensors (up to commit 90de72e); "
+                   "train it again in a fresh --out, or evaluate it with that older capgap")
+
+
+class RunError(CapgapError):
+    """A run that cannot start or resume as asked (another run in the out dir, a bad checkpoint,
+    a full disk, a path that holds no runs)."""
+
+
+# ----- writing ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def disk_guard(path: Path | str) -> Iterator[None]:
+    """Turn a full disk (or an exhausted quota) while writing ``path`` into a one-line
+    :class:`RunError`. Files are written atomically, so nothing that was there is lost."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise RunError(f"no space left on device writing {err.filename or path}; free some space and "
+                       "re-run the same command: it resumes from the last checkpoint") from None
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: readers see the old file or the new one, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with disk_guard(path):
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any, indent: int | None = 2) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=indent)))
+
+
+def append_line(path: Path, data: Mapping[str, Any]) -> None:
+    """Append ``data`` as one JSON line (``evals.jsonl``)."""
+    with disk_guard(path), path.open("a") as f:
+        f.write(json.dumps(data) + "\n")
+
+
+# ----- the run directory --------------------------------------------------------------
+
+
+def run_name(config: Mapping[str, Any]) -> str:
+    """``CheeseCorner-v0__tiny__p_disambiguate=0.1__s0``: filterable in TensorBoard.
+
+    ``config`` needs ``env``, ``size`` (the rung, resolved to its name), ``family``, ``dials`` (``name=value``
+    strings), ``seed`` and ``name`` (which, when set, is the run name).
+    """
+    if config.get("name"):
+        return config["name"]
+    family = "" if config["family"] == "conv" else f"-{config['family']}"
+    parts = [config["env"].split("/")[-1], rung(config["size"]).name + family]
+    parts += [re.sub(r"[^\w.=-]", "_", d) for d in sorted(config["dials"])]
+    return "__".join([*parts, f"s{config['seed']}"])
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's ``config.json``, with a one-line error for a corrupt or pre-format-2 one."""
+    path = Path(run_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run_dir} is not a capgap run (no config.json)") from None
+    except json.JSONDecodeError:
+        raise RunError(f"{path} is corrupt; delete the run dir {run_dir} to start over") from None
+    if "seed" not in config:
+        raise RunError(f"{run_dir} cannot be resumed or evaluated: {OLD_FORMAT_HINT}")
+    return config
+
+
+def prepare_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
+    """Create the run dir, or check that it holds this very run (to resume). Refuses another run's dir."""
+    if (run_dir / "config.json").exists():
+        old = read_config(run_dir)
+        diff = sorted(k for k in config if k not in RESUMABLE_DIFFERENCES and old.get(k) != config[k])
+        if diff:
+            raise RunError(f"{run_dir} holds another run (its config differs in: {', '.join(diff)}); "
+                           "use another --out or --name, or delete that dir")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} exists and is not a capgap run (no config.json); use another --out or --name")
+    with disk_guard(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", config)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, wait_s: float = 15.0) -> Iterator[None]:
+    """Hold an exclusive lock on a run dir: two processes never train the same run at once
+    (e.g. a resumed sweep while a killed sweep's worker is still exiting)."""
+    import fcntl
+
+    with (run_dir / ".lock").open("w") as f:
+        deadline = time.time() + wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() > deadline:
+                    raise RunError(f"{run_dir} is being trained by another process; wait for it or stop it") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def is_done(run_dir: Path) -> bool:
+    return (run_dir / "done.json").exists()
+
+
+def trim_evals(run_dir: Path, step: int) -> None:
+    """Forget the evaluations logged after ``step`` (by a killed process, after its last checkpoint)."""
+    evals = run_dir / "evals.jsonl"
+    kept = [ln for ln in evals.read_text().splitlines() if json.loads(ln)["step"] <= step]
+    atomic_write(evals, lambda p: p.write_text("".join(ln + "\n" for ln in kept)))
+
+
+def episodes_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "episodes" / f"step_{step:010d}.jsonl"
+
+
+def write_episodes(run_dir: Path, step: int, records: list[dict[str, Any]]) -> Path:
+    """Store an evaluation's per-episode records as ``episodes/step_<step>.jsonl`` (atomically)."""
+    path = episodes_path(run_dir, step)
+    with disk_guard(path):
+        path.parent.mkdir(exist_ok=True)
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(path, lambda p: p.write_text(lines))
+    return path
+
+
+# ----- checkpoints --------------------------------------------------------------------
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    return sorted((run_dir / "checkpoints").glob("step_*.pt"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any]) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists and dicts of them) as ``checkpoints/step_<step>.pt``."""
+    path = run_dir / "checkpoints" / f"step_{step:010d}.pt"
+    with disk_guard(path):
+        path.parent.mkdir(exist_ok=True)
+    atomic_write(path, lambda p: torch.save({"format": CHECKPOINT_FORMAT, **state}, p))
+    return path
+
+
+def load_checkpoint(path: Path, agent: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no code can run), and load its network into
+    ``agent`` if given; one-line errors for a damaged, mismatched or pre-format-2 checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        if "capgap" in str(err):  # weights_only refused one of our classes: the engine pickled by format 1
+            raise RunError(f"checkpoint {path} cannot be loaded safely: {OLD_FORMAT_HINT}") from None
+        raise RunError(f"checkpoint {path} is unreadable ({type(err).__name__}: {str(err)[:80]}); "
+                       "delete it to resume from the previous one") from None
+    if not isinstance(ckpt, dict) or "agent" not in ckpt:
+        raise RunError(f"checkpoint {path} is unreadable (not a capgap checkpoint); "
+                       "delete it to resume from the previous one")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"checkpoint {path} cannot be loaded: {OLD_FORMAT_HINT}")
+    if agent is not None:
+        try:
+            agent.load_state_dict(ckpt["agent"])
+        except RuntimeError:
+            raise RunError(f"checkpoint {path} holds a different network than this run's config "
+                           f"({ckpt.get('params', '?')} parameters); was the run dir reused?") from None
+    return ckpt
