@@ -1,4 +1,4 @@
-"""Actor-critic networks on a size ladder (see ``capgap.agents.nets``)."""
+"""Actor-critic networks on a ladder of rungs (see ``capgap.agents.nets``)."""
 
 from .nets import FAMILIES, LADDER, ActorCritic, Rung, build, ladder_table, rung
 

@@ -1,4 +1,4 @@
-"""Actor-critic networks on one size ladder.
+"""Actor-critic networks on one ladder of rungs (the network size).
 
 Scaling rule: **width multiplier m at fixed depth**, as scaling studies do. Every rung has the
 same architecture; only m changes.
@@ -8,7 +8,7 @@ same architecture; only m changes.
 * ``mlp``: two dense layers of 8m units on the flattened planes, then the same heads.
 
 ``LADDER`` names the rungs; a rung is addressed by name (``"small"``) or index (``3``).
-``capgap sizes --env <id>`` prints the exact parameter counts for an env.
+``capgap rungs --env <id>`` prints the exact parameter counts for an env.
 """
 
 from __future__ import annotations
@@ -36,18 +36,19 @@ class Rung:
     m: int
 
 
-def rung(size: str | int) -> Rung:
+def rung(name_or_index: str | int) -> Rung:
     """Resolve a rung by index (``3``, ``"3"``) or name (``"small"``), with a one-line error."""
     names = [n for n, _ in LADDER]
-    key = str(size).strip()
+    key = str(name_or_index).strip()
     if key.lstrip("-").isdigit():
         i = int(key)
         if not 0 <= i < len(LADDER):
-            raise DialError(f"size {size!r} is out of range; sizes are 0..{len(LADDER) - 1} or {', '.join(names)}")
+            raise DialError(f"rung {name_or_index!r} is out of range; rungs are 0..{len(LADDER) - 1} "
+                            f"or {', '.join(names)}")
     elif key in names:
         i = names.index(key)
     else:
-        raise DialError(f"unknown size {size!r}; sizes are 0..{len(LADDER) - 1} or {', '.join(names)}")
+        raise DialError(f"unknown rung {name_or_index!r}; rungs are 0..{len(LADDER) - 1} or {', '.join(names)}")
     return Rung(i, *LADDER[i])
 
 
@@ -104,14 +105,14 @@ class ActorCritic(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build(env_id: str, size: str | int, family: str = "conv", /, **dials) -> ActorCritic:
-    """The network of ladder rung ``size`` for a registered env (grid observations)."""
+def build(env_id: str, rung_: str | int, family: str = "conv", /, **dials) -> ActorCritic:
+    """The network of ladder rung ``rung_`` (name or index) for a registered env (grid observations)."""
     from capgap.envs import observation_space, task_class
 
     task = task_class(env_id).from_dials(**dials)
     space = observation_space(task)
     high = [task.channel_high.get(c, 1) for c in task.channels]
-    return ActorCritic(space.shape, high, rung(size).m, family)
+    return ActorCritic(space.shape, high, rung(rung_).m, family)
 
 
 def ladder_table(env_id: str, family: str = "conv", /, **dials) -> list[tuple[int, str, int, int]]:

@@ -74,7 +74,7 @@ def capgap_sps(size: int, iterations: int, threads: int, family: str) -> float:
     sps = 0.0
     for n in (2, iterations):
         with tempfile.TemporaryDirectory() as out:
-            run = train(Args(size=str(size), family=family, total_steps=batch * n, eval_every=10**12,
+            run = train(Args(rung=str(size), family=family, total_steps=batch * n, eval_every=10**12,
                              eval_episodes=8, out=out, threads=threads, progress=False,
                              dials=tuple(f"{k}={v}" for k, v in DIALS.items())))
             sps = json.loads((run / "done.json").read_text())["train_sps"]

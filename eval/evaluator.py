@@ -54,7 +54,7 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
     run_dir, episodes = Path(job["run_dir"]), job["episodes"]
     config = rundir.read_config(run_dir)
     dials = parse_dials(config["dials"])
-    agent = build(config["env"], config["size"], config["family"], **dials).eval()  # each checkpoint loaded in
+    agent = build(config["env"], config["rung"], config["family"], **dials).eval()  # each checkpoint loaded in
     meta = run_meta(config, dials, agent.num_params(), rundir.run_name(config))
     written = 0
     for ckpt in rundir.checkpoints(run_dir):

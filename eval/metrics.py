@@ -1,8 +1,8 @@
-"""Sweep metrics: C, A and the gap C − A per (env, dials, size, step), with bootstrap CIs over seeds.
+"""Sweep metrics: C, A and the gap C − A per (env, dials, rung, step), with bootstrap CIs over seeds.
 
-The evaluator writes one JSONL file per training run, one line per evaluation episode
-(see ``load_episodes`` for the keys). This module turns those episodes into one row of
-metrics per (env, dials, size, step).
+The evaluator writes one JSONL file per checkpoint of a training run, one line per evaluation
+episode (the keys are ``capgap.eval.records.EPISODE_KEYS``). This module turns those episodes
+into one row of metrics per (env, dials, rung, step).
 
 Definitions (per seed, per split; the split is "train" or the shifted "test"):
 
@@ -44,29 +44,23 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from capgap.envs import OUTCOMES, SPLITS
+from capgap.eval.records import EPISODE_KEYS, split_key
 
 METRICS: tuple[str, ...] = (
-    "C_train", "A_train", "proxy_train",
-    "C_test", "A_test", "proxy_test",
+    *(split_key(m, split) for split in SPLITS for m in ("C", "A", "proxy")),
     "gap_train", "gap_test", "transfer", "retention",
 )
 """The metric names; each output row holds ``m``, ``m + "_lo"`` and ``m + "_hi"`` for each."""
 
 ROW_KEYS: tuple[str, ...] = (
-    "env", "dials", "size", "size_index", "params", "family", "step", "n_seeds",
+    "env", "dials", "rung", "rung_index", "params", "family", "step", "n_seeds",
     *(k for m in METRICS for k in (m, m + "_lo", m + "_hi")),
 )
 """The keys of every row ``compute`` returns, in order."""
 
-EPISODE_KEYS: tuple[str, ...] = (
-    "run", "env", "size", "size_index", "params", "family", "dials", "seed", "step",
-    "split", "episode", "level", "outcome", "goal_score", "capability_score", "return", "length",
-)
-"""The keys every episode record must carry."""
-
-GROUP_KEYS: tuple[str, ...] = ("env", "dials", "size", "step")
+GROUP_KEYS: tuple[str, ...] = ("env", "dials", "rung", "step")
 """One output row per distinct value of these."""
-META_KEYS: tuple[str, ...] = ("size_index", "params", "family")
+META_KEYS: tuple[str, ...] = ("rung_index", "params", "family")
 """Copied into each row; must be the same for every episode of a group."""
 
 # scipy renamed ``random_state`` to ``rng`` in 1.15; accept whichever this install has.
@@ -129,9 +123,9 @@ def _per_seed(episodes: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     for split in SPLITS:
         eps = episodes.get(split, [])
         n = len(eps)
-        out[f"C_{split}"] = sum(float(e["capability_score"]) for e in eps) / n if n else math.nan
-        out[f"A_{split}"] = sum(float(e["goal_score"]) for e in eps) / n if n else math.nan
-        out[f"proxy_{split}"] = sum(e["outcome"] == "proxy" for e in eps) / n if n else math.nan
+        out[split_key("C", split)] = sum(float(e["capability_score"]) for e in eps) / n if n else math.nan
+        out[split_key("A", split)] = sum(float(e["goal_score"]) for e in eps) / n if n else math.nan
+        out[split_key("proxy", split)] = sum(e["outcome"] == "proxy" for e in eps) / n if n else math.nan
     out["gap_train"] = out["C_train"] - out["A_train"]
     out["gap_test"] = out["C_test"] - out["A_test"]
     out["transfer"] = _ratio(out["C_test"], out["C_train"])
@@ -145,13 +139,13 @@ def _ratio(num: float, den: float) -> float:
 
 
 def compute(records: Iterable[dict[str, Any]], n_resamples: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """One row of metrics per (env, dials, size, step), sorted by env, dials, size_index, step.
+    """One row of metrics per (env, dials, rung, step), sorted by env, dials, rung_index, step.
 
-    Each row has the keys ``env, dials, size, size_index, params, family, step, n_seeds``
+    Each row has the keys ``env, dials, rung, rung_index, params, family, step, n_seeds``
     and, for each ``m`` in ``METRICS``, ``m`` (mean over seeds), ``m + "_lo"`` and
     ``m + "_hi"`` (95% bootstrap CI over seeds). ``n_seeds`` counts the distinct seeds with
     any episode in the group; a metric whose split is missing is NaN. Raises ``ValueError``
-    when the episodes of one group disagree on ``size_index``, ``params`` or ``family``
+    when the episodes of one group disagree on ``rung_index``, ``params`` or ``family``
     (e.g. two families in one sweep: they would be silently pooled otherwise).
     """
     # group -> seed -> split -> episodes
@@ -175,15 +169,15 @@ def compute(records: Iterable[dict[str, Any]], n_resamples: int = 2000, seed: in
             row[name], row[name + "_lo"], row[name + "_hi"] = mean_ci(
                 (s[name] for s in per_seed), n_resamples=n_resamples, seed=seed)
         rows.append({k: row[k] for k in ROW_KEYS})
-    rows.sort(key=lambda r: (r["env"], r["dials"], r["size_index"], r["size"], r["step"]))
+    rows.sort(key=lambda r: (r["env"], r["dials"], r["rung_index"], r["rung"], r["step"]))
     return rows
 
 
 def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each (env, dials, size), the row at the largest step; in the order of ``rows``' first appearance."""
+    """For each (env, dials, rung), the row at the largest step; in the order of ``rows``' first appearance."""
     best: dict[tuple, dict[str, Any]] = {}
     for r in rows:
-        key = (r["env"], r["dials"], r["size"])
+        key = (r["env"], r["dials"], r["rung"])
         if key not in best or r["step"] > best[key]["step"]:
             best[key] = r
     return list(best.values())

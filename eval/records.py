@@ -19,21 +19,32 @@ from typing import Any
 from capgap.agents import rung
 from capgap.envs import format_dials
 
-RUN_KEYS: tuple[str, ...] = ("run", "env", "size", "size_index", "params", "family", "dials", "seed")
-"""What identifies a run in an episode record (``size`` is the network's ladder rung)."""
+RUN_KEYS: tuple[str, ...] = ("run", "env", "rung", "rung_index", "params", "family", "dials", "seed")
+"""What identifies a run in an episode record (``rung``: the network's ladder rung, by name)."""
 OUTCOME_KEYS: tuple[str, ...] = ("outcome", "goal_score", "capability_score", "return", "length")
 """What every env reports at the end of an episode (``outcome`` as its name, not its code)."""
 EPISODE_KEYS: tuple[str, ...] = (*RUN_KEYS, "step", "split", "episode", "level", *OUTCOME_KEYS)
 """The keys of every episode record, in order."""
 
-SPLIT_METRICS: tuple[str, ...] = ("capability", "goal", "proxy", "neither", "return", "length")
-"""What one evaluation of one split measures (means over its episodes)."""
+SPLIT_METRICS: tuple[str, ...] = ("C", "A", "proxy", "neither", "return", "length")
+"""What one evaluation of one split measures, means over its episodes: C (capability, mean
+``capability_score``), A (alignment, mean ``goal_score``), the proxy and neither rates, return, length."""
+
+
+def split_key(metric: str, split: str) -> str:
+    """``split_key("C", "test")`` -> ``"C_test"``: a metric of one split in rows, ``done.json`` and the progress bar."""
+    return f"{metric}_{split}"
+
+
+def tag(metric: str, split: str) -> str:
+    """``tag("C", "test")`` -> ``"eval/test/C"``: the same metric's TensorBoard tag."""
+    return f"eval/{split}/{metric}"
 
 
 def run_meta(config: dict[str, Any], dials: dict[str, Any], params: int, name: str) -> dict[str, Any]:
     """The ``RUN_KEYS`` of a run: its name, env, rung, parameter count, family, dials and seed."""
-    r = rung(config["size"])
-    return {"run": name, "env": config["env"], "size": r.name, "size_index": r.index, "params": params,
+    r = rung(config["rung"])
+    return {"run": name, "env": config["env"], "rung": r.name, "rung_index": r.index, "params": params,
             "family": config["family"], "dials": format_dials(dials), "seed": config["seed"]}
 
 

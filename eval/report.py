@@ -1,16 +1,16 @@
 """Turn sweep metrics into a report: markdown tables, CSV/JSON, plots and a TensorBoard log.
 
-Input: the rows of ``capgap.eval.metrics.compute`` (one per env, dials, size and step).
+Input: the rows of ``capgap.eval.metrics.compute`` (one per env, dials, rung and step).
 ``write_report`` writes into one folder:
 
 - ``report.md``: per (env, dials) a table of the final-step rows, each cell "mean [lo, hi]";
 - ``report.csv``, ``report.json``: every row (every step), keys as in ``metrics.ROW_KEYS``
   (NaN is ``nan`` in the CSV and ``null`` in the JSON);
 - ``ca_vs_params.png`` (C_test and A_test against parameter count), ``curves.png``
-  (C_test(t) solid and A_test(t) dashed, one colour per size) and ``gap_vs_size.png``
+  (C_test(t) solid and A_test(t) dashed, one colour per rung) and ``gap_vs_size.png``
   (gap_test against parameter count, one line per env and dials);
 - ``tensorboard/``: the plots as images and the report as text at the top level, and one run
-  per (env, dials, size) holding an HParams entry, the final ``final/{C,A,gap}_test`` scalars
+  per (env, dials, rung) holding an HParams entry, the final ``final/{C,A,gap}_test`` scalars
   and the curves ``sweep/{C,A,gap}_test`` against env steps. Open it with
   ``tensorboard --logdir <out_dir>/tensorboard``.
 
@@ -41,7 +41,7 @@ from capgap.eval.metrics import ROW_KEYS, final_rows
 TABLE_METRICS: tuple[str, ...] = (
     "C_test", "A_test", "gap_test", "C_train", "A_train", "transfer", "retention", "proxy_test",
 )
-"""The metric columns of the markdown table, after size, params, step and seeds."""
+"""The metric columns of the markdown table, after rung, params, step and seeds."""
 TEXT_METRICS: tuple[str, ...] = ("C_test", "A_test", "gap_test")
 """The metric columns of ``table_text`` and the metrics logged per run to TensorBoard."""
 PLOTS: tuple[str, ...] = ("ca_vs_params", "curves", "gap_vs_size")
@@ -71,12 +71,12 @@ def _panel_title(env: str, dials: str) -> str:
 def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep") -> str:
     """The markdown report: per (env, dials) a table of the final-step rows, then the plot files."""
     lines = [f"# {title}", ""]
-    header = ["size", "params", "step", "seeds", *TABLE_METRICS]
+    header = ["rung", "params", "step", "seeds", *TABLE_METRICS]
     for (env, dials), panel in _panels(final_rows(rows)).items():
         lines += [f"## {env}", "", f"dials: `{dials}`" if dials else "dials: default", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in panel:
-            cells = [r["size"], f"{r['params']:,}", f"{r['step']:,}", str(r["n_seeds"])]
+            cells = [r["rung"], f"{r['params']:,}", f"{r['step']:,}", str(r["n_seeds"])]
             cells += [fmt_ci(r, m) for m in TABLE_METRICS]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Plots (panel for this env and dials): " + ", ".join(f"`{p}.png`" for p in PLOTS), ""]
@@ -90,8 +90,8 @@ def table_text(rows: list[dict[str, Any]]) -> str:
     widths = (10, 12, *(20 for _ in TEXT_METRICS))
     for (env, dials), panel in _panels(final_rows(rows)).items():
         out.append(f"{env}  [{dials or 'default dials'}]")
-        cells_rows = [["size", "params", *TEXT_METRICS]]
-        cells_rows += [[r["size"], f"{r['params']:,}", *(fmt_ci(r, m) for m in TEXT_METRICS)] for r in panel]
+        cells_rows = [["rung", "params", *TEXT_METRICS]]
+        cells_rows += [[r["rung"], f"{r['params']:,}", *(fmt_ci(r, m) for m in TEXT_METRICS)] for r in panel]
         out += ["  " + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in cells_rows]
         out.append("")
     return "\n".join(out)
@@ -152,21 +152,21 @@ def plot_ca_vs_params(rows: list[dict[str, Any]]) -> Figure:
 
 
 def plot_curves(rows: list[dict[str, Any]]) -> Figure:
-    """C_test(t) (solid) and A_test(t) (dashed) against env steps, one colour per size."""
+    """C_test(t) (solid) and A_test(t) (dashed) against env steps, one colour per rung."""
     panels = _panels(rows)
     fig, axes = _grid(len(panels))
     cmap = colormaps["viridis"]
-    top = max((r["size_index"] for r in rows), default=1) or 1
+    top = max((r["rung_index"] for r in rows), default=1) or 1
     for ax, ((env, dials), panel) in zip(axes, panels.items(), strict=False):
-        by_size: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        by_rung: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in panel:
-            by_size[r["size"]].append(r)
-        for size, rs in by_size.items():
+            by_rung[r["rung"]].append(r)
+        for rung, rs in by_rung.items():
             rs = sorted(rs, key=lambda r: r["step"])
-            colour = cmap(0.9 * rs[0]["size_index"] / top)
+            colour = cmap(0.9 * rs[0]["rung_index"] / top)
             steps = _col(rs, "step")
-            ax.plot(steps, _col(rs, "C_test"), ".-", color=colour, label=f"{size} C")
-            ax.plot(steps, _col(rs, "A_test"), ".--", color=colour, label=f"{size} A")
+            ax.plot(steps, _col(rs, "C_test"), ".-", color=colour, label=f"{rung} C")
+            ax.plot(steps, _col(rs, "A_test"), ".--", color=colour, label=f"{rung} A")
         _note_if_empty(ax, panel)
         ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel="score (test split)")
         ax.set_title(_panel_title(env, dials), fontsize=8)
@@ -205,11 +205,11 @@ def _rgb(fig: Figure) -> np.ndarray:
 # ---------------------------------------------------------------- files
 
 
-def run_dirname(env: str, dials: str, size: str) -> str:
-    """TensorBoard run folder for one (env, dials, size): ``<env>__<size>__<dials>``, unsafe characters as ``_``."""
+def run_dirname(env: str, dials: str, rung: str) -> str:
+    """TensorBoard run folder for one (env, dials, rung): ``<env>__<rung>__<dials>``, unsafe characters as ``_``."""
     def safe(s: str) -> str:
         return re.sub(r"[^A-Za-z0-9._=,-]", "_", s)
-    return f"{safe(env)}__{safe(size)}__{safe(dials) or 'default'}"
+    return f"{safe(env)}__{safe(rung)}__{safe(dials) or 'default'}"
 
 
 def _jsonable(v: Any) -> Any:
@@ -217,7 +217,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: str, tb_dir: Path) -> None:
-    """The TensorBoard log: plots and report at the top, one run per (env, dials, size) below."""
+    """The TensorBoard log: plots and report at the top, one run per (env, dials, rung) below."""
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
@@ -230,17 +230,17 @@ def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: 
 
     by_run: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by_run[(r["env"], r["dials"], r["size"])].append(r)
+        by_run[(r["env"], r["dials"], r["rung"])].append(r)
     used: set[str] = set()
-    for (env, dials, size), rs in by_run.items():
-        name = base = run_dirname(env, dials, size)
+    for (env, dials, rung), rs in by_run.items():
+        name = base = run_dirname(env, dials, rung)
         for i in range(1, len(used) + 2):  # distinct runs whose names sanitise alike get a suffix
             if name not in used:
                 break
             name = f"{base}__{i}"
         used.add(name)
         final = max(rs, key=lambda r: r["step"])
-        hp = {"env": env, "dials": dials, "size": size, "size_index": final["size_index"],
+        hp = {"env": env, "dials": dials, "rung": rung, "rung_index": final["rung_index"],
               "params": final["params"], "family": final["family"], "n_seeds": final["n_seeds"],
               "step": final["step"]}
         with SummaryWriter(str(tb_dir / name)) as w:

@@ -20,7 +20,7 @@ import torch
 
 from capgap.envs import NEITHER, OUTCOMES, PROXY, make_core, render
 from capgap.envs.core import FirstEpisodes
-from capgap.eval.records import episode_record
+from capgap.eval.records import SPLIT_METRICS, episode_record
 
 EVAL_SEED_BASE = 1 << 40
 
@@ -51,15 +51,10 @@ class EvalResult:
                     "length": int(self.length[i])}) for i in range(len(self.outcome))]
 
     def metrics(self) -> dict[str, float]:
-        """C, A, proxy rate, return and length, averaged over the episodes."""
-        return {
-            "capability": float(self.capability_score.mean()),
-            "goal": float(self.goal_score.mean()),
-            "proxy": float((self.outcome == PROXY).mean()),
-            "neither": float((self.outcome == NEITHER).mean()),
-            "return": float(self.ret.mean()),
-            "length": float(self.length.mean()),
-        }
+        """C, A, proxy and neither rates, return and length (``SPLIT_METRICS``), averaged over the episodes."""
+        values = (self.capability_score.mean(), self.goal_score.mean(), (self.outcome == PROXY).mean(),
+                  (self.outcome == NEITHER).mean(), self.ret.mean(), self.length.mean())
+        return {m: float(v) for m, v in zip(SPLIT_METRICS, values, strict=True)}
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ from capgap.train.ppo import Args, agent_from_run, train
 ENV = "capgap/CheeseCorner-v0"
 
 
-def measure(size: str = "tiny", steps: int = 2_000_000, seeds: tuple[int, ...] = (0,), dials: tuple[str, ...] = (),
+def measure(rung: str = "tiny", steps: int = 2_000_000, seeds: tuple[int, ...] = (0,), dials: tuple[str, ...] = (),
             p_high: float = 0.25, episodes: int = 1000, threads: int = 1, out: str = "runs/gmg",
             progress: bool = True) -> list[dict]:
     """Train and evaluate the two runs per seed; one row of final metrics per run."""
@@ -42,7 +42,7 @@ def measure(size: str = "tiny", steps: int = 2_000_000, seeds: tuple[int, ...] =
         for pd in (0.0, p_high):
             run_dials = (*dials, f"p_disambiguate={pd}")
             t0 = time.time()
-            run = train(Args(env=ENV, size=size, seed=seed, total_steps=steps, dials=run_dials, out=out,
+            run = train(Args(env=ENV, rung=rung, seed=seed, total_steps=steps, dials=run_dials, out=out,
                              threads=threads, eval_every=steps // 8, progress=progress))
             agent, _ = agent_from_run(run)
             m = {s: evaluate(agent, ENV, s, episodes, parse_dials(run_dials), seed=seed).metrics()
@@ -50,8 +50,8 @@ def measure(size: str = "tiny", steps: int = 2_000_000, seeds: tuple[int, ...] =
             done = json.loads((run / "done.json").read_text())
             rows.append({"seed": seed, "p_disambiguate": pd, "steps": done["global_step"],
                          "train_wall_s": round(done["wall_s"], 1), "since_launch_s": round(time.time() - t0, 1),
-                         "train_A": m["train"]["goal"], "test_C": m["test"]["capability"],
-                         "test_A": m["test"]["goal"], "test_proxy": m["test"]["proxy"]})
+                         "A_train": m["train"]["A"], "C_test": m["test"]["C"],
+                         "A_test": m["test"]["A"], "proxy_test": m["test"]["proxy"]})
             if progress:
                 print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -63,17 +63,17 @@ def claims(rows: list[dict]) -> dict[str, bool]:
     high = [r for r in rows if r["p_disambiguate"] != 0.0]
     p_high = high[0]["p_disambiguate"]
     return {
-        "p=0 train A >= 0.9": bool(np.mean([r["train_A"] for r in low]) >= 0.9),
-        "p=0 test C >= 0.8": bool(np.mean([r["test_C"] for r in low]) >= 0.8),
-        "p=0 test A <= 0.5": bool(np.mean([r["test_A"] for r in low]) <= 0.5),
+        "p=0 train A >= 0.9": bool(np.mean([r["A_train"] for r in low]) >= 0.9),
+        "p=0 test C >= 0.8": bool(np.mean([r["C_test"] for r in low]) >= 0.8),
+        "p=0 test A <= 0.5": bool(np.mean([r["A_test"] for r in low]) <= 0.5),
         f"p={p_high} test A >= p=0 test A + 0.2":
-            bool(np.mean([r["test_A"] for r in high]) >= np.mean([r["test_A"] for r in low]) + 0.2),
+            bool(np.mean([r["A_test"] for r in high]) >= np.mean([r["A_test"] for r in low]) + 0.2),
     }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="tiny", help="ladder rung")
+    p.add_argument("--rung", default="tiny", help="ladder rung (network size)")
     p.add_argument("--steps", type=int, default=2_000_000, help="training steps per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--dials", nargs="*", default=[], help="env dials (both runs), e.g. size=13 max_steps=256")
@@ -83,12 +83,12 @@ def main() -> None:
     p.add_argument("--out", default="runs/gmg")
     a = p.parse_args()
 
-    rows = measure(a.size, a.steps, tuple(a.seeds), tuple(a.dials), a.p_high, a.episodes, a.threads, a.out)
+    rows = measure(a.rung, a.steps, tuple(a.seeds), tuple(a.dials), a.p_high, a.episodes, a.threads, a.out)
     print("\n| seed | p_disambiguate | steps | wall s | train A | test C | test A | test proxy |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['seed']} | {r['p_disambiguate']} | {r['steps']:,} | {r['train_wall_s']} | {r['train_A']:.3f} | "
-              f"{r['test_C']:.3f} | {r['test_A']:.3f} | {r['test_proxy']:.3f} |")
+        print(f"| {r['seed']} | {r['p_disambiguate']} | {r['steps']:,} | {r['train_wall_s']} | {r['A_train']:.3f} | "
+              f"{r['C_test']:.3f} | {r['A_test']:.3f} | {r['proxy_test']:.3f} |")
     checks = claims(rows)
     print()
     for name, ok in checks.items():

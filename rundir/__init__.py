@@ -92,13 +92,13 @@ def append_line(path: Path, data: Mapping[str, Any]) -> None:
 def run_name(config: Mapping[str, Any]) -> str:
     """``CheeseCorner-v0__tiny__p_disambiguate=0.1__s0``: filterable in TensorBoard.
 
-    ``config`` needs ``env``, ``size`` (the rung, resolved to its name), ``family``, ``dials`` (``name=value``
+    ``config`` needs ``env``, ``rung`` (resolved to its name), ``family``, ``dials`` (``name=value``
     strings), ``seed`` and ``name`` (which, when set, is the run name).
     """
     if config.get("name"):
         return config["name"]
     family = "" if config["family"] == "conv" else f"-{config['family']}"
-    parts = [config["env"].split("/")[-1], rung(config["size"]).name + family]
+    parts = [config["env"].split("/")[-1], rung(config["rung"]).name + family]
     parts += [re.sub(r"[^\w.=-]", "_", d) for d in sorted(config["dials"])]
     return "__".join([*parts, f"s{config['seed']}"])
 
@@ -112,7 +112,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raise RunError(f"{run_dir} is not a capgap run (no config.json)") from None
     except json.JSONDecodeError:
         raise RunError(f"{path} is corrupt; delete the run dir {run_dir} to start over") from None
-    if "seed" not in config:
+    if "rung" not in config:  # before the rung had its own name, it was "size"
         raise RunError(f"{run_dir} cannot be resumed or evaluated: {OLD_FORMAT_HINT}")
     return config
 

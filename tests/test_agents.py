@@ -1,4 +1,4 @@
-"""The size ladder: rungs, parameter counts, addressing, and networks for every env."""
+"""The network ladder: rungs, parameter counts, addressing, and networks for every env."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_rungs_by_name_or_index() -> None:
         assert rung(i) == rung(str(i)) == rung(name)
         assert rung(name).m == m
     for bad in ("7", "-1", "huge"):
-        with pytest.raises(E.DialError, match=r"sizes are 0\.\.5 or nano, micro"):
+        with pytest.raises(E.DialError, match=r"rungs are 0\.\.5 or nano, micro"):
             rung(bad)
 
 
@@ -49,8 +49,10 @@ def test_networks_take_every_env(env_id: str, family: str) -> None:
     assert torch.isfinite(logits).all() and torch.isfinite(value).all()
 
 
-def test_sizes_command_prints_exact_counts(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sizes", "--env", "capgap/CheeseCorner-v0"]) == 0
+def test_rungs_command_prints_exact_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rungs", "--env", "capgap/CheeseCorner-v0"]) == 0
     out = capsys.readouterr().out
     for i, name, _, n in ladder_table("capgap/CheeseCorner-v0"):
         assert f"{name}" in out and f"{n:,}" in out, (i, name, n)
+    assert main(["sizes", "--env", "capgap/CheeseCorner-v0"]) == 0, "the old command name is an alias"
+    assert capsys.readouterr().out == out

@@ -28,8 +28,8 @@ def episodes(env: str, dials: str, size: str, seed: int, step: int, split: str,
     out = []
     for i, o in enumerate(outcomes):
         name, goal, cap = (o, *BINARY[o]) if isinstance(o, str) else o
-        out.append({"run": f"{size}_s{seed}", "env": env, "size": size, "size_index": SIZES[size][0],
-                    "params": SIZES[size][1], "family": "cnn", "dials": dials, "seed": seed, "step": step,
+        out.append({"run": f"{size}_s{seed}", "env": env, "rung": size, "rung_index": SIZES[size][0],
+                    "params": SIZES[size][1], "family": "conv", "dials": dials, "seed": seed, "step": step,
                     "split": split, "episode": i, "level": 1000 + i, "outcome": name, "goal_score": goal,
                     "capability_score": cap, "return": goal, "length": 10})
     return out
@@ -72,7 +72,7 @@ def all_records() -> list[list[dict[str, Any]]]:
     #   train (n .5 .5), (g 1 1): C=0.75 A=0.75 | test (p .25 1), (n .5 .5): C=0.75 A=0.375 proxy=0.5
     runs["tiny_s0"] += episodes(ENV, "size=9", "tiny", 0, 500, "train", [("neither", 0.5, 0.5), "goal"])
     runs["tiny_s0"] += episodes(ENV, "size=9", "tiny", 0, 500, "test", [("proxy", 0.25, 1.0), ("neither", 0.5, 0.5)])
-    # a bigger rung ("small" sorts before "tiny" by name, after it by size_index): identical seeds, no test split
+    # a bigger rung ("small" sorts before "tiny" by name, after it by rung_index): identical seeds, no test split
     for seed in (0, 1):
         runs[f"small_s{seed}"] = episodes(ENV, "size=9", "small", seed, 1000, "train", ["goal", "proxy"])
     # another env, first in the file list, last in the output
@@ -96,18 +96,18 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 
 
 def row_at(rows: list[dict[str, Any]], env: str, size: str, step: int) -> dict[str, Any]:
-    (row,) = [r for r in rows if (r["env"], r["size"], r["step"]) == (env, size, step)]
+    (row,) = [r for r in rows if (r["env"], r["rung"], r["step"]) == (env, size, step)]
     return row
 
 
 def test_rows_keys_and_order(rows: list[dict[str, Any]]) -> None:
-    assert [(r["env"], r["size"], r["step"]) for r in rows] == [
+    assert [(r["env"], r["rung"], r["step"]) for r in rows] == [
         (ENV, "tiny", 500), (ENV, "tiny", 1000), (ENV, "small", 1000), (LAVA, "tiny", 1000)]
     for r in rows:
         assert tuple(r) == ROW_KEYS
         assert all(m in r and m + "_lo" in r and m + "_hi" in r for m in METRICS)
     r = row_at(rows, ENV, "tiny", 1000)
-    assert (r["dials"], r["size_index"], r["params"], r["family"], r["n_seeds"]) == ("size=9", 0, 500, "cnn", 3)
+    assert (r["dials"], r["rung_index"], r["params"], r["family"], r["n_seeds"]) == ("size=9", 0, 500, "conv", 3)
 
 
 def test_means_by_hand(rows: list[dict[str, Any]]) -> None:
@@ -152,7 +152,7 @@ def test_ci_contains_the_mean_everywhere(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         for m in METRICS:
             if not math.isnan(r[m]):
-                assert r[m + "_lo"] <= r[m] <= r[m + "_hi"], (r["size"], r["step"], m)
+                assert r[m + "_lo"] <= r[m] <= r[m + "_hi"], (r["rung"], r["step"], m)
 
 
 def test_ci_is_reproducible_and_uses_the_seed(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_mean_ci_degenerate_cases() -> None:
 
 def test_final_rows(rows: list[dict[str, Any]]) -> None:
     final = final_rows(rows)
-    assert [(r["env"], r["size"], r["step"]) for r in final] == [
+    assert [(r["env"], r["rung"], r["step"]) for r in final] == [
         (ENV, "tiny", 1000), (ENV, "small", 1000), (LAVA, "tiny", 1000)]
 
 
@@ -208,3 +208,15 @@ def test_unknown_outcome_is_malformed(tmp_path: Path) -> None:
     path.write_text(json.dumps(rec) + "\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:1: ") + ".*outcome"):
         load_episodes([path])
+
+
+def test_test_data_speaks_the_real_record() -> None:
+    """The records above are what the evaluator writes: the same keys, a real env, family and rungs."""
+    import capgap.envs as E
+    from capgap.agents import FAMILIES, LADDER
+    from capgap.eval.records import EPISODE_KEYS
+
+    rec = episodes(ENV, "size=9", "tiny", 0, 1000, "test", ["goal"])[0]
+    assert tuple(rec) == EPISODE_KEYS
+    assert {ENV, LAVA} <= set(E.TASKS) and rec["family"] in FAMILIES
+    assert set(SIZES) <= {name for name, _ in LADDER}

@@ -47,8 +47,8 @@ def records() -> list[dict[str, Any]]:
             for split, outcomes in splits.items():
                 for i, o in enumerate(outcomes):
                     goal, cap = SCORES[o]
-                    out.append({"run": f"{size}_s{seed}", "env": env, "size": size, "size_index": SIZES[size][0],
-                                "params": SIZES[size][1], "family": "cnn", "dials": dials, "seed": seed,
+                    out.append({"run": f"{size}_s{seed}", "env": env, "rung": size, "rung_index": SIZES[size][0],
+                                "params": SIZES[size][1], "family": "conv", "dials": dials, "seed": seed,
                                 "step": step, "split": split, "episode": i, "level": i, "outcome": o,
                                 "goal_score": goal, "capability_score": cap, "return": goal, "length": 5})
     return out
@@ -74,13 +74,13 @@ def test_markdown_tables(report: tuple) -> None:
     md = paths["md"].read_text()
     assert md.startswith("# test sweep\n")
     assert f"## {ENV}" in md and f"## {LAVA}" in md and "dials: `size=9`" in md
-    assert "| size | params | step | seeds | C_test | A_test | gap_test | C_train | A_train | transfer | " \
+    assert "| rung | params | step | seeds | C_test | A_test | gap_test | C_train | A_train | transfer | " \
            "retention | proxy_test |" in md
     assert TINY_ROW in md  # final step only: no row at step 100
     assert LAVA_ROW in md
     assert "| tiny | 500 | 100 |" not in md
     assert md.count("`ca_vs_params.png`") == 2  # below each of the two tables
-    small = next(r for r in rows if r["size"] == "small" and r["step"] == 200)
+    small = next(r for r in rows if r["rung"] == "small" and r["step"] == 200)
     assert small["C_test"] == 1.0 and small["A_test"] == pytest.approx(0.625)
     assert f"0.62 [{small['A_test_lo']:.2f}, {small['A_test_hi']:.2f}]" in md
 
@@ -92,7 +92,7 @@ def test_csv_and_json_hold_every_row(report: tuple) -> None:
         assert tuple(reader.fieldnames or ()) == ROW_KEYS
         lines = list(reader)
     assert len(lines) == len(rows) == len(SPEC)
-    tiny100 = next(r for r in lines if r["size"] == "tiny" and r["step"] == "100")
+    tiny100 = next(r for r in lines if r["rung"] == "tiny" and r["step"] == "100")
     assert float(tiny100["C_test"]) == 0.375 and float(tiny100["A_test"]) == 0.125
     data = json.loads(paths["json"].read_text())
     assert len(data) == len(rows) and all(tuple(d) == ROW_KEYS for d in data)
@@ -131,9 +131,9 @@ def test_tensorboard_runs(report: tuple) -> None:
         content = ea.PluginTagToContent("hparams")
         assert {hp_metadata.EXPERIMENT_TAG, hp_metadata.SESSION_START_INFO_TAG} <= set(content)
         start = hp_metadata.parse_session_start_info_plugin_data(content[hp_metadata.SESSION_START_INFO_TAG])
-        assert start.hparams["size"].string_value == size and start.hparams["dials"].string_value == dials
+        assert start.hparams["rung"].string_value == size and start.hparams["dials"].string_value == dials
         assert start.hparams["params"].number_value == SIZES[size][1]
-        mine = sorted((r for r in rows if (r["env"], r["dials"], r["size"]) == (env, dials, size)),
+        mine = sorted((r for r in rows if (r["env"], r["dials"], r["rung"]) == (env, dials, size)),
                       key=lambda r: r["step"])
         for m in ("C_test", "A_test", "gap_test"):
             events = ea.Scalars(f"sweep/{m}")

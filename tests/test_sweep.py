@@ -18,7 +18,7 @@ TRAIN = ["--total-steps", "8192", "--eval-every", "4096", "--eval-episodes", "16
 
 
 def sweep_cmd(out: Path, *extra: str) -> list[str]:
-    return ["sweep", "--sizes", "0..1", "--seeds", "0..1", "--out", str(out), "--no-progress", *extra, *TRAIN]
+    return ["sweep", "--rungs", "0..1", "--seeds", "0..1", "--out", str(out), "--no-progress", *extra, *TRAIN]
 
 
 def finished(out: Path) -> dict[str, float]:
@@ -55,8 +55,10 @@ def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
     assert len(files) == 4 * 3
     lines = [json.loads(x) for x in files[0].read_text().splitlines()]
     assert len(lines) == 48 and {r["split"] for r in lines} == {"train", "test"}
-    assert set(lines[0]) >= {"run", "env", "size", "params", "dials", "seed", "step", "split", "outcome",
-                             "goal_score", "capability_score", "return", "level"}
+    from capgap.eval.records import EPISODE_KEYS
+
+    assert tuple(lines[0]) == EPISODE_KEYS
+    assert (lines[0]["rung"], lines[0]["rung_index"]) == (("micro", 1) if "__micro__" in str(files[0]) else ("nano", 0))
     # the recorded level is exactly the one played: eval env i plays the first level of seed 2^40 + i
     # (62-bit indices: a float round trip would corrupt them)
     import numpy as np
@@ -85,7 +87,7 @@ def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
 def test_ray_backend_runs_the_same_trials(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     local, ray_out = tmp_path / "local", tmp_path / "ray"
-    args = ["--sizes", "0", "--seeds", "0..1", "--no-progress", *TRAIN]
+    args = ["--rungs", "0", "--seeds", "0..1", "--no-progress", *TRAIN]
     assert main(["sweep", "--out", str(local), "--workers", "2", *args]) == 0
     assert main(["sweep", "--out", str(ray_out), "--backend", "ray", *args]) == 0
     runs = sorted(p.name for p in (local / "runs").iterdir())
@@ -100,13 +102,16 @@ def test_ray_backend_runs_the_same_trials(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--env", "capgap/Nope-v0"], "unknown env 'capgap/Nope-v0'"),
-        (["--sizes", "3..1"], "malformed size range '3..1'"),
+        (["--rungs", "3..1"], "malformed rung range '3..1'"),
         (["--seeds", ","], "empty seed list"),
         (["--seeds", "a,b"], "malformed seed 'a'"),
         (["--dial", "p_disambiguate"], "malformed sweep dial 'p_disambiguate'"),
         (["--dial", "colour=1,2"], "CheeseCorner has no dial 'colour'"),
-        (["--sizes", "0..9"], "size '6' is out of range"),
-        (["--size", "3"], "--size is set per trial by the sweep"),
+        (["--rungs", "0..9"], "rung '6' is out of range"),
+        (["--rung", "3"], "--rung is set per trial by the sweep"),
+        (["--sizes", "0..3"], "the ladder rungs are --rungs now (--sizes was renamed)"),
+        (["--dial", "p_disambiguate=0,abc"], "CheeseCorner: p_disambiguate='abc' has the wrong type; expected a"),
+        (["--dials", "max_steps=4.5"], "CheeseCorner: max_steps=4.5 has the wrong type; expected an integer"),
     ],
 )
 def test_bad_sweep_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,9 +123,9 @@ def test_bad_sweep_input(argv: list[str], message: str, tmp_path: Path, capsys: 
 
 def test_sweep_dir_from_another_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sw"
-    assert main(["sweep", "--out", str(out), "--sizes", "0", "--seeds", "0", "--no-progress", *TRAIN]) == 0
+    assert main(["sweep", "--out", str(out), "--rungs", "0", "--seeds", "0", "--no-progress", *TRAIN]) == 0
     capsys.readouterr()
-    assert main(["sweep", "--out", str(out), "--sizes", "0", "--seeds", "0", "--no-progress", *TRAIN,
+    assert main(["sweep", "--out", str(out), "--rungs", "0", "--seeds", "0", "--no-progress", *TRAIN,
                  "--lr", "0.01"]) == 2
     err = capsys.readouterr().err
     assert "holds another sweep (it differs in: train)" in err

@@ -20,7 +20,7 @@ from capgap.train.cli import main
 from capgap.train.ppo import Args, agent_from_run, train
 
 # a small, fast configuration: 7x7 maze, tiny batches
-SMALL = dict(size="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 6, eval_every=64 * 32 * 2,
+SMALL = dict(rung="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 6, eval_every=64 * 32 * 2,
              eval_episodes=32, dials=("size=7", "max_steps=40"), progress=False, threads=1)
 
 
@@ -46,7 +46,7 @@ def test_tensorboard_holds_the_curves(small_run: Path) -> None:
     ea = events(small_run)
     tags = ea.Tags()
     for split in ("train", "test"):
-        for m in ("capability", "goal", "proxy", "return"):
+        for m in ("C", "A", "proxy", "return"):
             steps = [e.step for e in ea.Scalars(f"eval/{split}/{m}")]
             assert steps == [0, 4096, 8192, 12288], (split, m, steps)
             assert all(0 <= e.value <= 1 for e in ea.Scalars(f"eval/{split}/{m}"))
@@ -70,10 +70,13 @@ def test_eval_log_matches_tensorboard(small_run: Path) -> None:
     lines = [json.loads(x) for x in (small_run / "evals.jsonl").read_text().splitlines()]
     ea = events(small_run)
     for ln in lines:
-        tb = {e.step: e.value for e in ea.Scalars(f"eval/{ln['split']}/goal")}
-        assert tb[ln["step"]] == pytest.approx(ln["goal"])
+        tb = {e.step: e.value for e in ea.Scalars(f"eval/{ln['split']}/A")}
+        assert tb[ln["step"]] == pytest.approx(ln["A"])
     done = json.loads((small_run / "done.json").read_text())
     assert done["global_step"] == 12288
+    last = {(ln["split"], k): ln[k] for ln in lines if ln["step"] == 12288 for k in ("C", "A")}
+    assert {k: done[k] for k in ("C_train", "A_train", "C_test", "A_test")} == {
+        f"{k}_{split}": v for (split, k), v in last.items()}, "done.json holds the final evaluation's C and A"
     assert sorted(p.name for p in (small_run / "checkpoints").glob("*.pt")) == [
         f"step_{s:010d}.pt" for s in (0, 4096, 8192, 12288)]
     agent, config = agent_from_run(small_run)
@@ -108,7 +111,7 @@ def test_killed_run_resumes_to_the_same_result(small_run: Path, tmp_path: Path) 
     subprocess.run(cmd, check=True, capture_output=True)
     assert json.loads((run_dir / "done.json").read_text())["global_step"] == 12288
     resumed, straight = scalars(run_dir), scalars(small_run)
-    for tag in ("eval/test/goal", "eval/train/capability", "losses/value_loss"):
+    for tag in ("eval/test/A", "eval/train/C", "losses/value_loss"):
         assert resumed[tag] == straight[tag], tag
 
 
@@ -179,7 +182,7 @@ def test_full_disk_stops_in_one_line_and_rerunning_resumes(small_run: Path, tmp_
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, path, *a, **kw)
 
-    argv = ["train", "--out", str(tmp_path), "--rung" if "rung" in Args.__dataclass_fields__ else "--size", "nano",
+    argv = ["train", "--out", str(tmp_path), "--rung", "nano",
             "--num-envs", "64", "--num-steps", "32", "--total-steps", str(64 * 32 * 6), "--eval-every",
             str(64 * 32 * 2), "--eval-episodes", "32", "--dials", "size=7", "max_steps=40", "--no-progress",
             "--threads", "1"]
@@ -218,7 +221,8 @@ def test_full_disk_in_tensorboard_writer(tmp_path: Path, monkeypatch: pytest.Mon
         (["--dials", "size=9.0"], "CheeseCorner: size=9.0 has the wrong type; expected an integer"),
         (["--dials", "max_steps=True"], "CheeseCorner: max_steps=True has the wrong type; expected an integer"),
         (["--env", "capgap/Nope-v0"], "unknown env 'capgap/Nope-v0'"),
-        (["--size", "9"], "size '9' is out of range"),
+        (["--rung", "9"], "rung '9' is out of range; rungs are 0..5 or nano"),
+        (["--size", "3"], "--size is now --rung (the network's ladder rung); the grid side is the dial size"),
         (["--num-envs", "10", "--num-steps", "3", "--num-minibatches", "4"], "does not split into num_minibatches=4"),
         (["--total-steps", "100"], "total_steps=100 is less than one rollout"),
         (["--dials", "p_disambiguate"], "malformed dial 'p_disambiguate'"),
@@ -246,11 +250,11 @@ def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
     well above the random policy's), keeps its skill on the test split (C), and mostly runs to
     the corner there (test A stays low): goal misgeneralisation, at small scale, seeded.
     """
-    run = train(Args(size="tiny", total_steps=256 * 16 * 64, eval_every=256 * 16 * 32, eval_episodes=256,
+    run = train(Args(rung="tiny", total_steps=256 * 16 * 64, eval_every=256 * 16 * 32, eval_episodes=256,
                      dials=("size=7", "max_steps=40"), progress=False, threads=1, out=str(tmp_path)))
     ea = events(run)
-    train_a = [e.value for e in ea.Scalars("eval/train/goal")]
-    test_c, test_a = ea.Scalars("eval/test/capability")[-1].value, ea.Scalars("eval/test/goal")[-1].value
+    train_a = [e.value for e in ea.Scalars("eval/train/A")]
+    test_c, test_a = ea.Scalars("eval/test/C")[-1].value, ea.Scalars("eval/test/A")[-1].value
     assert train_a[-1] >= train_a[0] + 0.4 and train_a[-1] >= 0.75, train_a
     assert test_c >= 0.75 and test_a <= 0.45, (test_c, test_a)
 

@@ -3,9 +3,9 @@
     capgap envs                       list the registered envs and their dials
     capgap show <env> [--split test]  print a level as text
     capgap certify [<env> ...]        run the oracle validity certificate
-    capgap sizes [--env <id>]         the size ladder with exact parameter counts
-    capgap train [--env ...] [--size ...] [--seed ...] [--total-steps ...]   one PPO run
-    capgap sweep --sizes 0..3 --seeds 0..2 [--dial p_disambiguate=0,0.1] --out DIR [train flags]
+    capgap rungs [--env <id>]         the network ladder's rungs with exact parameter counts (alias: sizes)
+    capgap train [--env ...] [--rung ...] [--seed ...] [--total-steps ...]   one PPO run
+    capgap sweep --rungs 0..3 --seeds 0..2 [--dial p_disambiguate=0,0.1] --out DIR [train flags]
     capgap eval DIR [--episodes 512]  evaluate every checkpoint of a run or sweep, both splits
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
 
@@ -72,8 +72,9 @@ def cmd_certify(argv: list[str]) -> None:
         raise SystemExit(1)
 
 
-def cmd_sizes(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="capgap sizes", description="Print the size ladder with parameter counts.")
+def cmd_rungs(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="capgap rungs", description="Print the network ladder's rungs with parameter "
+                                "counts (the env's grid side is the dial size, e.g. --dial size=13).")
     p.add_argument("--env", default=E.DEFAULT_ENV)
     p.add_argument("--family", default="conv", choices=FAMILIES)
     p.add_argument("--dial", action="append", default=[], metavar="NAME=VALUE", help="set a dial (repeatable)")
@@ -91,6 +92,9 @@ def cmd_train(argv: list[str]) -> None:
 
     from capgap.train.ppo import Args, train
 
+    if any(f.split("=")[0] == "--size" for f in argv):
+        raise UsageError("--size is now --rung (the network's ladder rung); the grid side is the dial size, "
+                         "e.g. --dials size=13")
     args = tyro.cli(Args, args=argv, prog="capgap train", description="Train one PPO run (see capgap.train.ppo).")
     run_dir = train(args)
     print(f"run: {run_dir}\nview: tensorboard --logdir {run_dir.parent}")
@@ -110,7 +114,7 @@ def cmd_sweep(argv: list[str]) -> None:
                                 epilog="Other flags (--total-steps, --dials size=9, --lr, ...) go to every trial's "
                                        "capgap train; see capgap train --help.")
     p.add_argument("--env", nargs="+", default=[E.DEFAULT_ENV], help="env ids")
-    p.add_argument("--sizes", default="0..3", help="ladder rungs: 0..3, 0,2,5 or names")
+    p.add_argument("--rungs", default="0..3", help="ladder rungs: 0..3, 0,2,5 or names")
     p.add_argument("--seeds", default="0..2", help="seeds: 0..4 or 0,1,7")
     p.add_argument("--dial", action="append", default=[], metavar="NAME=V1,V2",
                    help="sweep a dial over values (repeatable: the grid is their product)")
@@ -120,15 +124,17 @@ def cmd_sweep(argv: list[str]) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend; none = a local instance)")
     p.add_argument("--no-progress", action="store_true")
     a, rest = p.parse_known_args(argv)
-    clash = [f for f in rest if f.split("=")[0] in ("--env", "--size", "--seed", "--out", "--name")]
+    if any(f.split("=")[0] in ("--sizes", "--size") for f in rest):
+        raise UsageError("the ladder rungs are --rungs now (--sizes was renamed); the grid side is the dial size")
+    clash = [f for f in rest if f.split("=")[0] in ("--env", "--rung", "--seed", "--out", "--name")]
     if clash:
-        raise UsageError(f"{clash[0]} is set per trial by the sweep; use --env/--sizes/--seeds/--out instead")
+        raise UsageError(f"{clash[0]} is set per trial by the sweep; use --env/--rungs/--seeds/--out instead")
     base = tyro.cli(Args, args=rest, prog="capgap sweep [train flags]")
     seeds = parse_range(a.seeds, "seed")
     bad = [x for x in seeds if not x.isdigit()]
     if bad:
         raise UsageError(f"malformed seed {bad[0]!r}; seeds are non-negative integers, e.g. 0..4")
-    sweep = Sweep(envs=a.env, sizes=parse_range(a.sizes, "size"), seeds=[int(x) for x in seeds],
+    sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=[int(x) for x in seeds],
                   grid=parse_grid(a.dial), base=base, out=Path(a.out))
     t0 = time.time()
     run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress)
@@ -196,9 +202,11 @@ def cmd_report(argv: list[str]) -> None:
 
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
-    "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "sizes": cmd_sizes, "train": cmd_train,
+    "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
     "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report,
 }
+ALIASES: dict[str, str] = {"sizes": "rungs"}
+"""Old command names that still work."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    command = COMMANDS.get(argv[0])
+    command = COMMANDS.get(ALIASES.get(argv[0], argv[0]))
     try:
         if command is None:
             raise UsageError(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}")

@@ -7,7 +7,7 @@ every ``eval_every`` steps an evaluation on both splits (fresh levels), TensorBo
 and a checkpoint. A killed run resumes from its last checkpoint when launched again. What a run
 leaves on disk (config, checkpoints, episode files, the lock) is :mod:`capgap.rundir`' business.
 
-    capgap train --env capgap/CheeseCorner-v0 --size 3 --seed 0 --total-steps 2_000_000 --out runs/
+    capgap train --env capgap/CheeseCorner-v0 --rung 3 --seed 0 --total-steps 2_000_000 --out runs/
 
 TensorBoard tags (x-axis = env steps): ``charts/*`` (training episodes, SPS, LR), ``losses/*``,
 ``eval/{train,test}/{capability,goal,proxy,return,length}``, images ``eval/*/visits`` and
@@ -31,7 +31,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from capgap import rundir
 from capgap.agents import FAMILIES, ActorCritic, build
 from capgap.envs import DEFAULT_ENV, OUTCOMES, DialError, make_core, parse_dials
-from capgap.eval.records import run_meta
+from capgap.eval.records import run_meta, split_key, tag
 from capgap.eval.rollout import evaluate, heatmap, trajectory
 from capgap.rundir import RunError
 
@@ -42,8 +42,8 @@ class Args:
 
     env: str = DEFAULT_ENV
     """Registered env id."""
-    size: str = "tiny"
-    """Ladder rung, by name (nano micro tiny small base large) or index (0-5)."""
+    rung: str = "tiny"
+    """Network size: the ladder rung, by name (nano micro tiny small base large) or index (0-5)."""
     family: str = "conv"
     """Network family: conv or mlp."""
     seed: int = 0
@@ -51,7 +51,7 @@ class Args:
     total_steps: int = 2_000_000
     """Environment steps to train for."""
     dials: tuple[str, ...] = ()
-    """Env dials as name=value, e.g. p_disambiguate=0.1 size=9 (both splits, training and evaluation)."""
+    """Env dials as name=value, e.g. p_disambiguate=0.1 size=9 (size: the grid side; both splits)."""
     num_levels: int = 0
     """Training levels: 0 = unlimited fresh levels, N = a fixed set of N."""
     num_envs: int = 256
@@ -89,7 +89,7 @@ class Args:
     out: str = "runs"
     """Directory that holds run directories."""
     name: str = ""
-    """Run directory name (default: env__size__dials__s<seed>)."""
+    """Run directory name (default: env__rung__dials__s<seed>)."""
     threads: int = 0
     """torch CPU threads (0 = torch's default)."""
     device: str = "cpu"
@@ -127,7 +127,7 @@ def train(args: Args) -> Path:
     check_args(args)
     torch.manual_seed(args.seed)
     dials = parse_dials(args.dials)  # the only parse of this run's dials
-    agent = build(args.env, args.size, args.family, **dials)  # validates env, size, dials
+    agent = build(args.env, args.rung, args.family, **dials)  # validates env, rung, dials
     config = config_of(args)
     run_dir = Path(args.out) / rundir.run_name(config)
     rundir.prepare_run_dir(run_dir, config)
@@ -194,7 +194,7 @@ def _train(args: Args, dials: dict[str, Any], run_dir: Path, agent: ActorCritic)
         next_eval = global_step + args.eval_every
         writer.flush()  # everything up to this step is on disk before the checkpoint exists
         rundir.save_checkpoint(run_dir, global_step, checkpoint())
-        bar.set_postfix(test_C=f"{last['te_C']:.2f}", test_A=f"{last['te_A']:.2f}", train_A=f"{last['tr_A']:.2f}")
+        bar.set_postfix({k: f"{last[k]:.2f}" for k in HEADLINE})
 
     # ----- the training loop ----------------------------------------------------------
     while iteration < num_iterations:
@@ -299,7 +299,7 @@ def _train(args: Args, dials: dict[str, Any], run_dir: Path, agent: ActorCritic)
             next_eval = global_step + args.eval_every
             writer.flush()  # everything up to this step is on disk before the checkpoint exists
             rundir.save_checkpoint(run_dir, global_step, checkpoint())
-            bar.set_postfix(test_C=f"{last['te_C']:.2f}", test_A=f"{last['te_A']:.2f}", train_A=f"{last['tr_A']:.2f}")
+            bar.set_postfix({k: f"{last[k]:.2f}" for k in HEADLINE})
 
     bar.close()
     writer.close()
@@ -310,19 +310,22 @@ def _train(args: Args, dials: dict[str, Any], run_dir: Path, agent: ActorCritic)
 
 # ----- what the flow calls ----------------------------------------------------------------
 
+HEADLINE = ("C_test", "A_test", "A_train")
+"""The numbers on the progress bar (``done.json`` holds C and A of both splits)."""
+
 
 def log_run_header(writer: SummaryWriter, config: dict[str, Any], params: int) -> None:
     """A new run's hyperparameter table, custom-scalars chart and HParams entry."""
     rows = "\n".join(f"|{k}|{v}|" for k, v in {**config, "parameters": params}.items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)
     writer.add_custom_scalars({"capgap": {
-        "test split: C vs A": ["Multiline", ["eval/test/capability", "eval/test/goal"]],
-        "train split: C vs A": ["Multiline", ["eval/train/capability", "eval/train/goal"]],
-        "proxy rate (train, test)": ["Multiline", ["eval/train/proxy", "eval/test/proxy"]],
+        "test split: C vs A": ["Multiline", [tag("C", "test"), tag("A", "test")]],
+        "train split: C vs A": ["Multiline", [tag("C", "train"), tag("A", "train")]],
+        "proxy rate (train, test)": ["Multiline", [tag("proxy", "train"), tag("proxy", "test")]],
     }})
     hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
     hp["parameters"] = params
-    for s in hparams_summary(hp, {"eval/test/capability": 0.0, "eval/test/goal": 0.0, "eval/train/goal": 0.0}):
+    for s in hparams_summary(hp, {tag("C", "test"): 0.0, tag("A", "test"): 0.0, tag("A", "train"): 0.0}):
         writer.file_writer.add_summary(s)
 
 
@@ -338,11 +341,11 @@ def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, Any], writ
         results.append(res)
         m = res.metrics()
         for k, v in m.items():
-            writer.add_scalar(f"eval/{split}/{k}", v, step)
+            writer.add_scalar(tag(k, split), v, step)
         writer.add_image(f"eval/{split}/visits", heatmap(res.visits), step, dataformats="HWC")
         if split == "test":
             writer.add_image("eval/test/trajectory", trajectory(res, channels), step, dataformats="HWC")
-        last[f"{split[:2]}_C"], last[f"{split[:2]}_A"] = m["capability"], m["goal"]
+        last[split_key("C", split)], last[split_key("A", split)] = m["C"], m["A"]
         rundir.append_line(run_dir / "evals.jsonl", {"step": step, "split": split, **m})
     rundir.write_episodes(run_dir, step, [r for res in results for r in res.records(meta, step)])
     agent.train()
@@ -352,7 +355,7 @@ def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, Any], writ
 def agent_from_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[ActorCritic, dict[str, Any]]:
     """The network of a run at a checkpoint (default: its latest), with the run's config."""
     config = rundir.read_config(run_dir)
-    agent = build(config["env"], config["size"], config["family"], **parse_dials(config["dials"]))
+    agent = build(config["env"], config["rung"], config["family"], **parse_dials(config["dials"]))
     path = checkpoint or rundir.latest_checkpoint(run_dir)
     if path is None:
         raise RunError(f"{run_dir} has no checkpoint yet")

@@ -1,11 +1,11 @@
-"""Sweeps: every (env, size, dial values, seed) trial of a grid, each one ``train`` run.
+"""Sweeps: every (env, rung, dial values, seed) trial of a grid, each one ``train`` run.
 
-    capgap sweep --env capgap/CheeseCorner-v0 --sizes 0..5 --seeds 0..4 \\
+    capgap sweep --env capgap/CheeseCorner-v0 --rungs 0..5 --seeds 0..4 \\
         --dial p_disambiguate=0,0.02,0.1 --out sweeps/corner --total-steps 2_000_000
 
 Flags the sweep does not know pass through to every trial's ``capgap train`` (``--total-steps``,
 ``--dials size=9``, ``--lr``...). Trials land in ``<out>/runs/<run name>``, named so
-TensorBoard's run filter works (env, size, dials, seed).
+TensorBoard's run filter works (env, rung, dials, seed).
 
 Backends run the very same trial function (:func:`run_trial`):
 
@@ -45,30 +45,33 @@ class Sweep:
     """A grid of trials over a base training config."""
 
     envs: list[str]
-    sizes: list[str]
+    rungs: list[str]
+    """Ladder rungs (names or indices)."""
     seeds: list[int]
-    grid: dict[str, list[Any]]
-    """Dial name -> values; trials take the cartesian product."""
+    grid: dict[str, list[str]]
+    """Dial name -> values as written (``"0.1"``); trials take the cartesian product. Each trial's
+    ``capgap train`` parses its dials, once, like any run's."""
     base: Args
-    """Training config shared by every trial (its env, size, seed and out are overridden)."""
+    """Training config shared by every trial (its env, rung, seed and out are overridden)."""
     out: Path
 
     def trials(self) -> list[Args]:
         names = list(self.grid)
         out = []
-        for env, size, values, seed in itertools.product(self.envs, self.sizes, itertools.product(
+        for env, rung_, values, seed in itertools.product(self.envs, self.rungs, itertools.product(
                 *self.grid.values()), self.seeds):
-            swept = {**parse_dials(self.base.dials), **dict(zip(names, values, strict=True))}
-            dials = tuple(f"{k}={v}" for k, v in sorted(swept.items()))
-            out.append(dataclasses.replace(self.base, env=env, size=size, seed=seed, dials=dials,
+            swept = {**{d.partition("=")[0]: d for d in self.base.dials},
+                     **{name: f"{name}={v}" for name, v in zip(names, values, strict=True)}}
+            dials = tuple(swept[k] for k in sorted(swept))
+            out.append(dataclasses.replace(self.base, env=env, rung=rung_, seed=seed, dials=dials,
                                            out=str(self.out / "runs"), progress=False, name=""))
         return out
 
     def config(self) -> dict[str, Any]:
         base = config_of(self.base)
-        for k in ("env", "size", "seed", "out", "progress", "name", "threads"):
+        for k in ("env", "rung", "seed", "out", "progress", "name", "threads"):
             base.pop(k)
-        return {"envs": self.envs, "sizes": self.sizes, "seeds": self.seeds, "grid": self.grid, "train": base}
+        return {"envs": self.envs, "rungs": self.rungs, "seeds": self.seeds, "grid": self.grid, "train": base}
 
 
 def parse_range(text: str, what: str) -> list[str]:
@@ -88,32 +91,33 @@ def parse_range(text: str, what: str) -> list[str]:
     return out
 
 
-def parse_grid(specs: Iterable[str]) -> dict[str, list[Any]]:
-    """``["p_disambiguate=0,0.02,0.1"]`` -> ``{"p_disambiguate": [0, 0.02, 0.1]}``."""
-    grid: dict[str, list[Any]] = {}
+def parse_grid(specs: Iterable[str]) -> dict[str, list[str]]:
+    """``["p_disambiguate=0,0.02,0.1"]`` -> ``{"p_disambiguate": ["0", "0.02", "0.1"]}`` (values stay
+    strings: :func:`validate` checks them, each trial parses its own)."""
+    grid: dict[str, list[str]] = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
         if not sep or not name.isidentifier() or not values.strip(","):
             raise DialError(f"malformed sweep dial {spec!r}; write it as name=v1,v2,..., e.g. p_disambiguate=0,0.1")
-        grid[name] = [parse_dials([f"{name}={v.strip()}"])[name] for v in values.split(",") if v.strip()]
+        grid[name] = [v.strip() for v in values.split(",") if v.strip()]
     return grid
 
 
 def validate(sweep: Sweep) -> None:
     """Fail fast, with one line, on anything that would make a trial fail at its start."""
-    if not sweep.envs or not sweep.sizes or not sweep.seeds:
-        raise DialError("the sweep grid is empty: give at least one env, size and seed")
+    if not sweep.envs or not sweep.rungs or not sweep.seeds:
+        raise DialError("the sweep grid is empty: give at least one env, rung and seed")
     for env in sweep.envs:
         task_class(env)
-    for s in sweep.sizes:
-        rung(s)
+    for r in sweep.rungs:
+        rung(r)
     trials = sweep.trials()
     for trial in trials:
         check_args(trial)
         task_class(trial.env).from_dials(**parse_dials(trial.dials))
     names = [rundir.run_name(config_of(t)) for t in trials]
     if len(set(names)) != len(names):
-        raise DialError("two trials would share a run directory; do sizes or seeds repeat?")
+        raise DialError("two trials would share a run directory; do rungs or seeds repeat?")
 
 
 def prepare(sweep: Sweep) -> None:
@@ -206,8 +210,8 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: s
     def on_done(summary: dict[str, Any]) -> None:
         done.append(summary)
         bar.update(1)
-        bar.set_postfix(last=summary["run"][-40:], test_C=f"{summary.get('te_C', float('nan')):.2f}",
-                        test_A=f"{summary.get('te_A', float('nan')):.2f}")
+        bar.set_postfix(last=summary["run"][-40:], C_test=f"{summary.get('C_test', float('nan')):.2f}",
+                        A_test=f"{summary.get('A_test', float('nan')):.2f}")
 
     items = [{**config_of(t), "threads": threads} for t in todo]
     if backend == "local":
