@@ -30,7 +30,7 @@ def test_show_prints_a_level(capsys: pytest.CaptureFixture[str]) -> None:
 def test_certify_prints_and_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["certify", "capgap/LavaShift-v0", "--levels", "100"]) == 0
     out = capsys.readouterr().out
-    assert out.count(" ok") == 2 and "FAIL" not in out
+    assert out.count(" ok") == 3 and "FAIL" not in out
 
 
 def test_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:

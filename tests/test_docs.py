@@ -35,4 +35,4 @@ def test_adding_an_env_example(monkeypatch: pytest.MonkeyPatch) -> None:
         warnings.simplefilter("error")
         check_env(gym.make(env_id, split="test", render_mode="ansi").unwrapped)
     checks = oracle.certify(env_id, n=300)
-    assert len(checks) == 6 and all(c.ok for c in checks), [c for c in checks if not c.ok]
+    assert len(checks) == 7 and all(c.ok for c in checks), [c for c in checks if not c.ok]
