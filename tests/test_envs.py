@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import typing
 import warnings
 
 import gymnasium as gym
@@ -231,6 +232,9 @@ def test_torch_core_is_zero_copy_and_autoresets() -> None:
         ({"split": "val"}, "unknown split 'val'; expected one of train, test"),
         ({"num_levels": -1}, "num_levels=-1 is out of range"),
         ({"obs_mode": "pixels"}, "unknown obs_mode 'pixels'"),
+        ({"p_disambiguate": "abc"}, "CheeseCorner: p_disambiguate='abc' has the wrong type; expected a number"),
+        ({"size": 9.0}, "CheeseCorner: size=9.0 has the wrong type; expected an integer"),
+        ({"max_steps": True}, "CheeseCorner: max_steps=True has the wrong type; expected an integer"),
     ],
 )
 def test_bad_input_gets_a_one_line_error(kwargs: dict, message: str) -> None:
@@ -292,3 +296,21 @@ def test_a_task_runs_on_a_hand_made_view() -> None:
     ev = task.step(view, obs.view(2, len(ch), -1)[:, :, chest_cell].clone())
     assert ev.reward.tolist() == [1.0, 0.0] and ev.goal_gain.tolist() == [1.0, 0.0] and ev.terminated.tolist()[0]
     assert obs[0, ch.index("chest")].sum() == 0 and obs[1, ch.index("chest")].sum() == 1
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_every_dial_is_type_checked(env_id: str) -> None:
+    """Each dial, given a value of the wrong type, gets a one-line DialError naming it (never a
+    TypeError from a range check); an int is accepted where a float is expected."""
+    cls = E.task_class(env_id)
+    hints = typing.get_type_hints(cls)
+    wrong = {int: [1.5, "7", True], float: ["abc", True, None], bool: [1, "yes"], str: [3]}
+    for dial, default in cls.dials().items():
+        assert hints[dial] in wrong, f"{cls.name}.{dial} has an unchecked type {hints[dial]}"
+        for value in wrong[hints[dial]]:
+            with pytest.raises(E.DialError) as err:
+                cls.from_dials(**{dial: value})
+            msg = str(err.value)
+            assert msg.startswith(f"{cls.name}: {dial}={value!r} has the wrong type") and "\n" not in msg, msg
+        if hints[dial] is float:
+            cls.from_dials(**{dial: int(default)})
