@@ -39,3 +39,13 @@ def test_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trian"]) == 2
     assert capsys.readouterr().err.strip() == "capgap: error: unknown command 'trian'; commands: " + ", ".join(
         ["envs", "show", "certify", "rungs", "train", "sweep", "eval", "report"])
+
+
+def test_one_base_class_for_user_errors() -> None:
+    """Every error the CLI prints as one line derives from CapgapError, and only those are caught."""
+    from capgap.rundir import RunError
+    from capgap.train.cli import UsageError
+
+    for cls in (E.DialError, RunError, UsageError):
+        assert issubclass(cls, E.CapgapError), cls
+    assert not issubclass(E.CapgapError, (ValueError, RuntimeError)), "a bug's ValueError must not print as one line"

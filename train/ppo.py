@@ -10,8 +10,9 @@ leaves on disk (config, checkpoints, episode files, the lock) is :mod:`capgap.ru
     capgap train --env capgap/CheeseCorner-v0 --rung 3 --seed 0 --total-steps 2_000_000 --out runs/
 
 TensorBoard tags (x-axis = env steps): ``charts/*`` (training episodes, SPS, LR), ``losses/*``,
-``eval/{train,test}/{capability,goal,proxy,return,length}``, images ``eval/*/visits`` and
-``eval/test/trajectory``; a custom-scalars chart "C vs A" and an HParams entry in the run dir.
+``eval/{train,test}/{C,A,proxy,neither,return,length}`` (names: :mod:`capgap.eval.records`),
+images ``eval/*/visits`` and ``eval/test/trajectory``; a custom-scalars chart "C vs A" and an
+HParams entry in the run dir.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from capgap import rundir
 from capgap.agents import FAMILIES, ActorCritic, build
-from capgap.envs import DEFAULT_ENV, OUTCOMES, DialError, make_core, parse_dials
+from capgap.envs import DEFAULT_ENV, OUTCOMES, CapgapError, make_core, parse_dials
 from capgap.eval.records import run_meta, split_key, tag
 from capgap.eval.rollout import evaluate, heatmap, trajectory
 from capgap.rundir import RunError
@@ -99,20 +100,20 @@ class Args:
 
 
 def check_args(args: Args) -> None:
-    """One-line errors for settings that cannot run."""
+    """One-line errors (:class:`~capgap.envs.CapgapError`) for settings that cannot run."""
     batch = args.num_envs * args.num_steps
     if args.num_envs < 1 or args.num_steps < 1:
-        raise DialError(f"num_envs={args.num_envs} and num_steps={args.num_steps} must both be >= 1")
+        raise CapgapError(f"num_envs={args.num_envs} and num_steps={args.num_steps} must both be >= 1")
     if batch % args.num_minibatches:
-        raise DialError(f"the batch (num_envs x num_steps = {batch}) does not split into "
+        raise CapgapError(f"the batch (num_envs x num_steps = {batch}) does not split into "
                         f"num_minibatches={args.num_minibatches}; pick a divisor of {batch}")
     if args.total_steps < batch:
-        raise DialError(f"total_steps={args.total_steps} is less than one rollout "
+        raise CapgapError(f"total_steps={args.total_steps} is less than one rollout "
                         f"(num_envs x num_steps = {batch}); raise total_steps or shrink the batch")
     if args.eval_every < 1 or args.eval_episodes < 1:
-        raise DialError("eval_every and eval_episodes must be >= 1")
+        raise CapgapError("eval_every and eval_episodes must be >= 1")
     if args.family not in FAMILIES:
-        raise DialError(f"unknown network family {args.family!r}; expected one of {', '.join(FAMILIES)}")
+        raise CapgapError(f"unknown network family {args.family!r}; expected one of {', '.join(FAMILIES)}")
 
 
 def config_of(args: Args) -> dict[str, Any]:

@@ -82,12 +82,12 @@ def parse_range(text: str, what: str) -> list[str]:
         lo, sep, hi = part.partition("..")
         if sep:
             if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
-                raise DialError(f"malformed {what} range {part!r}; write e.g. 0..4 (inclusive) or 0,2,4")
+                raise CapgapError(f"malformed {what} range {part!r}; write e.g. 0..4 (inclusive) or 0,2,4")
             out += [str(i) for i in range(int(lo), int(hi) + 1)]
         elif part:
             out.append(part)
     if not out:
-        raise DialError(f"empty {what} list {text!r}; give at least one, e.g. 0..2")
+        raise CapgapError(f"empty {what} list {text!r}; give at least one, e.g. 0..2")
     return out
 
 
@@ -106,7 +106,7 @@ def parse_grid(specs: Iterable[str]) -> dict[str, list[str]]:
 def validate(sweep: Sweep) -> None:
     """Fail fast, with one line, on anything that would make a trial fail at its start."""
     if not sweep.envs or not sweep.rungs or not sweep.seeds:
-        raise DialError("the sweep grid is empty: give at least one env, rung and seed")
+        raise CapgapError("the sweep grid is empty: give at least one env, rung and seed")
     for env in sweep.envs:
         task_class(env)
     for r in sweep.rungs:
@@ -117,7 +117,7 @@ def validate(sweep: Sweep) -> None:
         task_class(trial.env).from_dials(**parse_dials(trial.dials))
     names = [rundir.run_name(config_of(t)) for t in trials]
     if len(set(names)) != len(names):
-        raise DialError("two trials would share a run directory; do rungs or seeds repeat?")
+        raise CapgapError("two trials would share a run directory; do rungs or seeds repeat?")
 
 
 def prepare(sweep: Sweep) -> None:
@@ -219,6 +219,6 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: s
     elif backend == "ray":
         run_ray(run_trial, items, threads, address, on_done)
     else:
-        raise DialError(f"unknown backend {backend!r}; expected local or ray")
+        raise CapgapError(f"unknown backend {backend!r}; expected local or ray")
     bar.close()
     return done
