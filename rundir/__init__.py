@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -157,6 +158,15 @@ def run_lock(run_dir: Path, wait_s: float = 15.0) -> Iterator[None]:
 
 def is_done(run_dir: Path) -> bool:
     return (run_dir / "done.json").exists()
+
+
+def discard_unsaved(run_dir: Path) -> None:
+    """Before a fresh start: remove what a process that died before its first checkpoint logged
+    (events, ``evals.jsonl``, episode files), so that the new start does not log step 0 twice."""
+    for path in run_dir.glob("events.out.tfevents.*"):
+        path.unlink()
+    (run_dir / "evals.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "episodes", ignore_errors=True)
 
 
 def trim_evals(run_dir: Path, step: int) -> None:

@@ -164,18 +164,20 @@ def test_checkpoint_from_before_the_format_change(tmp_path: Path, capsys: pytest
     assert line.startswith("capgap: error: checkpoint ") and line.endswith("evaluate it with that older capgap"), err
 
 
-def test_full_disk_stops_in_one_line_and_rerunning_resumes(small_run: Path, tmp_path: Path,
+@pytest.mark.parametrize("full_at", [1, 2])
+def test_full_disk_stops_in_one_line_and_rerunning_resumes(full_at: int, small_run: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """The disk fills while the second checkpoint is written: one line, exit 2, the earlier files
-    intact; the same command, re-run, resumes and finishes with the uninterrupted run's numbers."""
+    """The disk fills while the first or second checkpoint is written: one line, exit 2, the earlier
+    files intact; the same command, re-run, resumes (or starts afresh, forgetting what the failed start
+    logged) and finishes with the uninterrupted run's numbers, each evaluation logged once."""
     import errno
 
     real_save, saves = torch.save, []
 
     def save_until_full(obj, path, *a, **kw):
         saves.append(path)
-        if len(saves) == 2:
+        if len(saves) == full_at:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, path, *a, **kw)
 
@@ -187,13 +189,17 @@ def test_full_disk_stops_in_one_line_and_rerunning_resumes(small_run: Path, tmp_
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     run_dir = tmp_path / small_run.name
-    assert err == (f"capgap: error: no space left on device writing {run_dir / 'checkpoints' / 'step_0000004096.pt'}"
+    failed = run_dir / "checkpoints" / f"step_{4096 * (full_at - 1):010d}.pt"
+    assert err == (f"capgap: error: no space left on device writing {failed}"
                    "; free some space and re-run the same command: it resumes from the last checkpoint"), err
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_0000000000.pt"], "no partial file left"
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"step_{0:010d}.pt"][:full_at - 1], \
+        "no partial file left"
     monkeypatch.setattr(torch, "save", real_save)
     assert main(argv) == 0
     assert json.loads((run_dir / "done.json").read_text())["global_step"] == 12288
     assert scalars(run_dir) == scalars(small_run)
+    steps = [json.loads(x)["step"] for x in (run_dir / "evals.jsonl").read_text().splitlines()]
+    assert steps == [0, 0, 4096, 4096, 8192, 8192, 12288, 12288]
 
 
 def test_full_disk_in_tensorboard_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

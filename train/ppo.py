@@ -165,6 +165,8 @@ def _train(args: Args, dials: dict[str, Any], run_dir: Path, agent: ActorCritic)
         torch.set_rng_state(ckpt["torch_rng"])
         iteration, global_step, next_eval = ckpt["iteration"], ckpt["global_step"], ckpt["next_eval"]
         rundir.trim_evals(run_dir, global_step)
+    else:
+        rundir.discard_unsaved(run_dir)
     # events logged after the checkpoint (by the killed process) are purged from TensorBoard's view
     writer = SummaryWriter(str(run_dir), purge_step=global_step + 1 if resume_from else None)
     if resume_from is None:
