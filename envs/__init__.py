@@ -8,8 +8,8 @@ part at test time. Importing this package registers them with gymnasium::
     venv = gym.make_vec("capgap/CheeseCorner-v0", num_envs=1024, vectorization_mode="vector_entry_point")
     core = capgap.envs.make_core("capgap/CheeseCorner-v0", num_envs=4096)   # torch, for training
 
-Registration lives here and only here: one line per task in ``TASKS`` (and, for a control env
-with no proxy, one in ``CONTROL_ENVS``).
+Registration lives here and only here: per task, its import and its line in ``TASKS`` (and, for
+a control env with no proxy, its id in ``CONTROL_ENVS``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ TASKS: dict[str, type[Task]] = {
     "capgap/KeysChests-v0": KeysChests,
     "capgap/LavaShift-v0": LavaShift,
 }
-"""Every registered env id and its task. Register a new task by adding one line here."""
+"""Every registered env id and its task. Register a new task here (and import it above)."""
 
 CONTROL_ENVS = frozenset({"capgap/LavaShift-v0"})
 """Envs with no proxy (a pure capability shift): their certificate checks the goal-seeker only."""
