@@ -64,6 +64,10 @@ EPISODE_KEYS: tuple[str, ...] = (
 )
 """The keys every episode record must carry."""
 
+LEARNED = 0.9
+"""Train-split A at or above which an agent counts as having learned its task (the learned
+certificate's bar): below it, a test gap is a failure to learn, not goal misgeneralisation."""
+
 GROUP_KEYS: tuple[str, ...] = ("env", "dials", "size", "step")
 """One output row per distinct value of these."""
 META_KEYS: tuple[str, ...] = ("size_index", "params", "family")
