@@ -48,7 +48,9 @@ class ColourShape(Task):
     *neither*: touched another object, or timed out.
 
     ## Registered configurations
-    ``capgap/ColourShape-v0`` (9×9, 3 objects).
+    ``capgap/ColourShape-v0`` (9×9, 3 objects, ``salience=4``). With ``salience=1`` shape and
+    colour are equally easy to see, and which one an agent follows depends on the seed and the
+    rung (Ramanauskas & Şimşek 2023 saw colour-vs-shape preference flip with the seed alone).
     """
 
     name = "ColourShape"
@@ -58,7 +60,7 @@ class ColourShape(Task):
     max_steps: int = 64
     n_objects: int = 3
     """Objects in the room: the circle and n_objects - 1 distractors (2 to 6)."""
-    salience: int = 1
+    salience: int = 4
     """Copies of the proxy's ``red`` plane in the observation (1 to 24): the proxy's salience."""
 
     def __post_init__(self) -> None:

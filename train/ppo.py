@@ -33,7 +33,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from capgap.agents import FAMILIES, ActorCritic, build, rung
-from capgap.envs import DEFAULT_ENV, OUTCOMES, DialError, make_core
+from capgap.envs import BUDGETS, DEFAULT_ENV, OUTCOMES, DialError, make_core, task_class
 from capgap.eval.rollout import EvalResult, evaluate, heatmap, trajectory
 
 
@@ -47,14 +47,14 @@ class Args:
 
     env: str = DEFAULT_ENV
     """Registered env id."""
-    size: str = "tiny"
+    size: str = "small"
     """Ladder rung, by name (nano micro tiny small base large) or index (0-5)."""
     family: str = "conv"
     """Network family: conv or mlp."""
     seed: int = 0
     """Seed of the network init, the sampling and the training levels."""
-    total_steps: int = 2_000_000
-    """Environment steps to train for."""
+    total_steps: int = 0
+    """Environment steps to train for (0 = the env's declared budget, listed by ``capgap envs``)."""
     dials: tuple[str, ...] = ()
     """Env dials as name=value, e.g. p_disambiguate=0.1 size=9 (both splits, training and evaluation)."""
     num_levels: int = 0
@@ -149,6 +149,14 @@ def run_name(args: Args) -> str:
     parts = [args.env.split("/")[-1], rung(args.size).name + ("" if args.family == "conv" else f"-{args.family}")]
     parts += [re.sub(r"[^\w.=-]", "_", d) for d in sorted(args.dials)]
     return "__".join([*parts, f"s{args.seed}"])
+
+
+def with_budget(args: Args) -> Args:
+    """``args`` with ``total_steps`` 0 replaced by the env's declared budget (``capgap.envs.BUDGETS``)."""
+    if args.total_steps:
+        return args
+    task_class(args.env)  # a one-line error for an unknown env
+    return dataclasses.replace(args, total_steps=BUDGETS[args.env])
 
 
 def check_args(args: Args) -> None:
@@ -264,6 +272,7 @@ def log_eval(writer: SummaryWriter, step: int, res: EvalResult, channels: tuple[
 
 def train(args: Args) -> Path:
     """Train (or resume) one run; returns its directory."""
+    args = with_budget(args)
     check_args(args)
     torch.manual_seed(args.seed)
     agent = build(args.env, args.size, args.family, **parse_dials(args.dials))  # validates env, size, dials

@@ -35,7 +35,17 @@ from typing import Any
 
 from capgap.agents import rung
 from capgap.envs import DialError, task_class
-from capgap.train.ppo import Args, RunError, _atomic_write, check_args, config_of, parse_dials, run_name, train
+from capgap.train.ppo import (
+    Args,
+    RunError,
+    _atomic_write,
+    check_args,
+    config_of,
+    parse_dials,
+    run_name,
+    train,
+    with_budget,
+)
 
 
 @dataclass
@@ -58,8 +68,8 @@ class Sweep:
                 *self.grid.values()), self.seeds):
             swept = {**parse_dials(self.base.dials), **dict(zip(names, values, strict=True))}
             dials = tuple(f"{k}={v}" for k, v in sorted(swept.items()))
-            out.append(dataclasses.replace(self.base, env=env, size=size, seed=seed, dials=dials,
-                                           out=str(self.out / "runs"), progress=False, name=""))
+            out.append(with_budget(dataclasses.replace(self.base, env=env, size=size, seed=seed, dials=dials,
+                                                       out=str(self.out / "runs"), progress=False, name="")))
         return out
 
     def config(self) -> dict[str, Any]:
