@@ -6,6 +6,10 @@ same architecture; only m changes.
 * ``conv`` (default): three 3×3 convolutions of m channels (the last with stride 2), a dense
   layer of 4m units, then a policy head (4 logits) and a value head. Parameters grow ~ m².
 * ``mlp``: two dense layers of 8m units on the flattened planes, then the same heads.
+* ``impala``: the residual network of IMPALA (Espeholt et al. 2018), which Langosco et al. 2022
+  and the procgen-maze interpretability work trained: three stages of (3×3 convolution, 3×3 max
+  pool with stride 2, two residual blocks of two 3×3 convolutions), with m, 2m, 2m channels,
+  then a dense layer of 8m units and the same heads. Parameters grow ~ m².
 
 ``LADDER`` names the rungs; a rung is addressed by name (``"small"``) or index (``3``).
 ``capgap rungs --env <id>`` prints the exact parameter counts for an env.
@@ -26,7 +30,7 @@ LADDER: tuple[tuple[str, int], ...] = (
     ("nano", 2), ("micro", 4), ("tiny", 8), ("small", 16), ("base", 32), ("large", 72),
 )
 """(name, width multiplier m) for each rung, smallest first."""
-FAMILIES = ("conv", "mlp")
+FAMILIES = ("conv", "mlp", "impala")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,24 @@ def _init(layer: nn.Module, gain: float = math.sqrt(2)) -> nn.Module:
     return layer
 
 
+class ResidualBlock(nn.Module):
+    """x + conv(relu(conv(relu(x)))), both 3×3 with the input's channels (IMPALA's block)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv0 = _init(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv1 = _init(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+def impala_stage(c_in: int, c_out: int) -> nn.Sequential:
+    """One IMPALA stage: a 3×3 convolution, a 3×3 max pool with stride 2, two residual blocks."""
+    return nn.Sequential(_init(nn.Conv2d(c_in, c_out, 3, padding=1)), nn.MaxPool2d(3, stride=2, padding=1),
+                         ResidualBlock(c_out), ResidualBlock(c_out))
+
+
 class ActorCritic(nn.Module):
     """Policy and value over uint8 observation planes (C, H, W).
 
@@ -74,7 +96,18 @@ class ActorCritic(nn.Module):
         c, h, w = obs_shape
         self.family, self.m = family, m
         self.register_buffer("scale", 1.0 / torch.as_tensor(plane_high, dtype=torch.float32).view(1, c, 1, 1))
-        if family == "conv":
+        if family == "impala":
+            widths = (m, 2 * m, 2 * m)
+            stages = [impala_stage(a, b) for a, b in zip((c, *widths[:-1]), widths, strict=True)]
+            oh, ow = h, w
+            for _ in stages:
+                oh, ow = (oh - 1) // 2 + 1, (ow - 1) // 2 + 1
+            hidden = 8 * m
+            self.trunk = nn.Sequential(
+                *stages, nn.ReLU(), nn.Flatten(),
+                _init(nn.Linear(widths[-1] * oh * ow, hidden)), nn.ReLU(),
+            ).to(memory_format=torch.channels_last)
+        elif family == "conv":
             oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
             hidden = 4 * m
             self.trunk = nn.Sequential(
@@ -96,7 +129,7 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = obs.float() * self.scale
-        if self.family == "conv":
+        if self.family != "mlp":
             x = x.contiguous(memory_format=torch.channels_last)
         z = self.trunk(x)
         return self.pi(z), self.v(z).squeeze(-1)

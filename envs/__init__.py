@@ -49,7 +49,18 @@ TASKS: dict[str, type[Task]] = {
     "capgap/KeysChests-v0": KeysChests,
     "capgap/LavaShift-v0": LavaShift,
 }
-"""Every registered env id and its task. Register a new task here (and import it above)."""
+"""Every registered env id and its task. Register a new task here (and import it above)..."""
+
+BUDGETS: dict[str, int] = {
+    "capgap/CheeseCorner-v0": 1_000_000,
+    "capgap/CheeseDish-v0": 2_500_000,
+    "capgap/ColourShape-v0": 1_000_000,
+    "capgap/KeysChests-v0": 1_500_000,
+    "capgap/LavaShift-v0": 1_000_000,
+}
+"""...and one here: the env's declared training budget in env steps, what the default rung needs
+to learn it (train A >= 0.9, shown by the learned certificate, ``capgap certify --learned``).
+It is the default ``--total-steps`` of ``capgap train`` and ``capgap sweep`` on that env."""
 
 CONTROL_ENVS = frozenset({"capgap/LavaShift-v0"})
 """Envs with no proxy (a pure capability shift): their certificate checks the goal-seeker only."""
@@ -78,6 +89,7 @@ def make_core(env_id: str, num_envs: int, split: str = "train", num_levels: int 
 
 __all__ = [
     "ACTIONS",
+    "BUDGETS",
     "CONTROL_ENVS",
     "DEFAULT_ENV",
     "GOAL",

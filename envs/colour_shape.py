@@ -29,6 +29,10 @@ class ColourShape(Task):
     ## Observation
     Planes ``wall, agent, circle, square, triangle, red, green, blue`` (uint8 0/1): shape and
     colour are separate planes, so a network can key on either. Or an egocentric window.
+    With ``salience`` k > 1 the ``red`` plane (the proxy's feature) is repeated k times, as
+    ``red`` planes appended at the end: the proxy is easier to perceive than the goal's shape,
+    as colour is for vision. A network's first layer sums k independent weights over the
+    proxy's cells, so at initialisation the proxy's signal is ~√k stronger than the goal's.
 
     ## Actions
     0 up, 1 right, 2 down, 3 left. Moving into a wall leaves the agent in place.
@@ -44,7 +48,9 @@ class ColourShape(Task):
     *neither*: touched another object, or timed out.
 
     ## Registered configurations
-    ``capgap/ColourShape-v0`` (9×9, 3 objects).
+    ``capgap/ColourShape-v0`` (9×9, 3 objects, ``salience=4``). With ``salience=1`` shape and
+    colour are equally easy to see, and which one an agent follows depends on the seed and the
+    rung (Ramanauskas & Şimşek 2023 saw colour-vs-shape preference flip with the seed alone).
     """
 
     name = "ColourShape"
@@ -54,10 +60,14 @@ class ColourShape(Task):
     max_steps: int = 64
     n_objects: int = 3
     """Objects in the room: the circle and n_objects - 1 distractors (2 to 6)."""
+    salience: int = 4
+    """Copies of the proxy's ``red`` plane in the observation (1 to 24): the proxy's salience."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check(isinstance(self.n_objects, int) and 2 <= self.n_objects <= 6, "n_objects", "an integer in [2, 6]")
+        self.check(isinstance(self.salience, int) and 1 <= self.salience <= 24, "salience", "an integer in [1, 24]")
+        self.channels = (*type(self).channels, *("red",) * (self.salience - 1))
 
     def generate(self, rng: KeyedRNG, split: str) -> Levels:
         n, s, m = len(rng), self.size, self.n_objects
@@ -74,6 +84,7 @@ class ColourShape(Task):
             planes[rows, 2 + shape[:, j], cells[:, j + 1]] = 1
             planes[rows, 5 + colour[:, j], cells[:, j + 1]] = 1
         planes[:, 0] = walls.reshape(n, -1)
+        planes[:, 8:] = planes[:, 5:6]  # the proxy's salience copies
         return Levels(planes.reshape(n, -1, s, s), cells[:, 0], np.zeros((n, 0), np.int64))
 
     def step(self, view: View, here: torch.Tensor) -> Events:

@@ -54,11 +54,15 @@ def rgb(planes: np.ndarray, channels: tuple[str, ...], tile: int = 16) -> np.nda
     """(S*tile, S*tile, 3) uint8 frame of one env's (C, S, S) planes."""
     c, s, _ = planes.shape
     img = np.zeros((s, s, tile, tile, 3), dtype=np.uint8)
-    # colour planes fill a tile first; other planes draw their shape on top, the agent last
+    # colour planes fill a tile first; other planes draw their shape on top, the agent last;
+    # a repeated plane (a salience copy) is drawn once
+    first = [channels.index(ch) for ch in channels]
     order = [i for i in range(c) if channels[i] in _COLOURS]
     order += [i for i in range(c) if channels[i] not in _COLOURS and channels[i] != "agent"]
     order += [i for i in range(c) if channels[i] == "agent"]
     for i in order:
+        if first[i] != i:
+            continue
         colour, _, shape = STYLE.get(channels[i], _DEFAULT)
         cells = planes[i] > 0
         m = _mask(shape, tile)
@@ -71,7 +75,7 @@ def rgb(planes: np.ndarray, channels: tuple[str, ...], tile: int = 16) -> np.nda
 def text(planes: np.ndarray, channels: tuple[str, ...]) -> str:
     """A text grid, two characters a cell: the glyphs of what lies there (``@`` the agent)."""
     c, s, _ = planes.shape
-    glyphs = [STYLE.get(ch, _DEFAULT)[1] for ch in channels]
+    glyphs = [STYLE.get(ch, _DEFAULT)[1] if channels.index(ch) == i else "" for i, ch in enumerate(channels)]
     rows = []
     for y in range(s):
         cells = []

@@ -36,24 +36,35 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from capgap.eval.metrics import ROW_KEYS, final_rows
+from capgap.eval.metrics import LEARNED, ROW_KEYS, final_rows
 
 TABLE_METRICS: tuple[str, ...] = (
     "C_test", "A_test", "gap_test", "C_train", "A_train", "transfer", "retention", "proxy_test",
 )
 """The metric columns of the markdown table, after rung, params, step and seeds."""
-TEXT_METRICS: tuple[str, ...] = ("C_test", "A_test", "gap_test")
+TEXT_METRICS: tuple[str, ...] = ("A_train", "C_test", "A_test", "gap_test")
 """The metric columns of ``table_text`` and the metrics logged per run to TensorBoard."""
+NOT_LEARNED = "not learned"
+"""The flag of a row whose train-split A is below ``metrics.LEARNED``: its test gap means little."""
 PLOTS: tuple[str, ...] = ("ca_vs_params", "curves", "gap_vs_size")
 DPI = 110
 
 
 def fmt_ci(row: dict[str, Any], metric: str) -> str:
-    """``"0.83 [0.79, 0.87]"``: the metric's mean and 95% CI to two decimals; ``"n/a"`` when the mean is NaN."""
+    """``"0.83 [0.79, 0.87]"``: the metric's mean and 95% CI over seeds to two decimals; with one
+    seed there is no CI and the cell says so (``"0.83 (1 seed)"``); ``"n/a"`` when the mean is NaN."""
     m, lo, hi = row[metric], row[metric + "_lo"], row[metric + "_hi"]
     if m is None or math.isnan(m):
         return "n/a"
+    if row.get("n_seeds", 0) == 1:
+        return f"{m:.2f} (1 seed)"
     return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def learned_flag(row: dict[str, Any]) -> str:
+    """``NOT_LEARNED`` when the agent has not learned the training task (A_train < LEARNED), else ``""``."""
+    a = row["A_train"]
+    return NOT_LEARNED if a is None or math.isnan(a) or a < LEARNED else ""
 
 
 def _panels(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -71,27 +82,31 @@ def _panel_title(env: str, dials: str) -> str:
 def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep") -> str:
     """The markdown report: per (env, dials) a table of the final-step rows, then the plot files."""
     lines = [f"# {title}", ""]
-    header = ["rung", "params", "step", "seeds", *TABLE_METRICS]
+    header = ["rung", "params", "step", "seeds", *TABLE_METRICS, "flag"]
     for (env, dials), panel in _panels(final_rows(rows)).items():
         lines += [f"## {env}", "", f"dials: `{dials}`" if dials else "dials: default", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in panel:
             cells = [r["rung"], f"{r['params']:,}", f"{r['step']:,}", str(r["n_seeds"])]
             cells += [fmt_ci(r, m) for m in TABLE_METRICS]
+            cells.append(learned_flag(r))
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Plots (panel for this env and dials): " + ", ".join(f"`{p}.png`" for p in PLOTS), ""]
-    lines += ["Cells are mean [95% bootstrap CI] over seeds; n/a where undefined (see `capgap.eval.metrics`).", ""]
+    lines += ["Cells are mean [95% bootstrap CI] over seeds; n/a where undefined (see `capgap.eval.metrics`). "
+              f"*{NOT_LEARNED}*: A_train < {LEARNED}, so the agent never learned the training task and its "
+              "test gap is not goal misgeneralisation.", ""]
     return "\n".join(lines)
 
 
 def table_text(rows: list[dict[str, Any]]) -> str:
     """A compact plain-text table of the final-step rows, for a terminal."""
     out: list[str] = []
-    widths = (10, 12, *(20 for _ in TEXT_METRICS))
+    widths = (10, 12, 7, *(20 for _ in TEXT_METRICS), 12)
     for (env, dials), panel in _panels(final_rows(rows)).items():
         out.append(f"{env}  [{dials or 'default dials'}]")
-        cells_rows = [["rung", "params", *TEXT_METRICS]]
-        cells_rows += [[r["rung"], f"{r['params']:,}", *(fmt_ci(r, m) for m in TEXT_METRICS)] for r in panel]
+        cells_rows = [["rung", "params", "seeds", *TEXT_METRICS, ""]]
+        cells_rows += [[r["rung"], f"{r['params']:,}", str(r["n_seeds"]), *(fmt_ci(r, m) for m in TEXT_METRICS),
+                        learned_flag(r)] for r in panel]
         out += ["  " + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in cells_rows]
         out.append("")
     return "\n".join(out)

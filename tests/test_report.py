@@ -34,8 +34,10 @@ SPEC: dict[tuple[str, str, str, int], dict[int, dict[str, list[str]]]] = {
     (LAVA, "", "tiny", 200): {s: {"train": [G, N]} for s in (0, 1)},
 }
 TINY_ROW = ("| tiny | 500 | 200 | 2 | 1.00 [1.00, 1.00] | 0.75 [0.75, 0.75] | 0.25 [0.25, 0.25] | "
-            "1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.75 [0.75, 0.75] | 0.25 [0.25, 0.25] |")
-LAVA_ROW = "| tiny | 500 | 200 | 2 | n/a | n/a | n/a | 0.50 [0.50, 0.50] | 0.50 [0.50, 0.50] | n/a | n/a | n/a |"
+            "1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.75 [0.75, 0.75] | 0.25 [0.25, 0.25] |  |")
+# train A 0.5 < metrics.LEARNED: the row is flagged, whatever its test numbers
+LAVA_ROW = ("| tiny | 500 | 200 | 2 | n/a | n/a | n/a | 0.50 [0.50, 0.50] | 0.50 [0.50, 0.50] | n/a | n/a | n/a "
+            "| not learned |")
 RUNS = {run_dirname(ENV, "size=9", "tiny"), run_dirname(ENV, "size=9", "small"), run_dirname(LAVA, "", "tiny")}
 PLOTS = ("ca_vs_params", "curves", "gap_vs_size")
 
@@ -166,8 +168,18 @@ def test_table_text(report: tuple) -> None:
     text = table_text(rows)
     assert f"{ENV}  [size=9]" in text and f"{LAVA}  [default dials]" in text
     tiny = next(line for line in text.splitlines() if line.split()[:1] == ["tiny"] and "1.00 [1.00, 1.00]" in line)
-    assert tiny.split() == ["tiny", "500", "1.00", "[1.00,", "1.00]", "0.75", "[0.75,", "0.75]",
-                            "0.25", "[0.25,", "0.25]"]
+    assert tiny.split() == ["tiny", "500", "2", "1.00", "[1.00,", "1.00]", "1.00", "[1.00,", "1.00]",
+                            "0.75", "[0.75,", "0.75]", "0.25", "[0.25,", "0.25]"]
+    lava = next(line for line in text.splitlines() if line.split()[:1] == ["tiny"] and "n/a" in line)
+    assert lava.split()[:6] == ["tiny", "500", "2", "0.50", "[0.50,", "0.50]"] and lava.endswith("not learned")
+
+
+def test_one_seed_prints_no_ci() -> None:
+    one = [r for r in records() if r["seed"] == 0]
+    rows = compute(one, n_resamples=200, seed=0)
+    text = table_text(rows)
+    tiny = next(line for line in text.splitlines() if line.split()[:1] == ["tiny"] and "1 seed" in line)
+    assert "[" not in tiny and tiny.split()[:5] == ["tiny", "500", "1", "1.00", "(1"], tiny
 
 
 def test_empty_rows_still_write(tmp_path: Path) -> None:

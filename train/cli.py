@@ -36,6 +36,7 @@ def cmd_envs(argv: list[str]) -> None:
         summary = (cls.__doc__ or "").strip().splitlines()[0]
         print(f"{env_id}{'  (control)' if env_id in E.CONTROL_ENVS else ''}\n  {summary}")
         print(f"  planes: {', '.join(cls.channels)}")
+        print(f"  budget: {E.BUDGETS[env_id]:,} env steps (the default --total-steps)")
         print("  dials:  " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)))
 
 
@@ -55,20 +56,60 @@ def cmd_show(argv: list[str]) -> None:
 
 
 def cmd_certify(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="capgap certify", description="Run the oracle validity certificate.")
+    p = argparse.ArgumentParser(prog="capgap certify", allow_abbrev=False,
+                                description="Run the oracle validity certificate (scripted agents), or with "
+                                            "--learned the learned one (trained agents, see capgap.train.certificate).")
     p.add_argument("env", nargs="*", help="env ids (default: every registered env)")
-    p.add_argument("--levels", type=int, default=500, help="seeded levels per split")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    p.add_argument("--levels", type=int, default=500, help="oracle: seeded levels per split")
+    p.add_argument("--seed", type=int, default=0, help="oracle: seed of the levels")
+    p.add_argument("--learned", action="store_true", help="train agents and certify what they learned")
+    p.add_argument("--out", default="sweeps/certificate", help="learned: sweep dir (rerun to resume)")
+    p.add_argument("--seeds", default="0..2", help="learned: training seeds (>= 3 for a claim)")
+    p.add_argument("--rungs", default=None, help="learned: ladder rungs (default: the default rung)")
+    p.add_argument("--workers", type=int, default=0, help="learned: local worker processes (0 = one per core)")
+    p.add_argument("--no-progress", action="store_true")
+    a, rest = p.parse_known_args(argv)
+    for env_id in a.env:
+        E.task_class(env_id)
+    if a.learned:
+        _certify_learned(a, rest)
+        return
+    if rest:
+        raise UsageError(f"unrecognised argument {rest[0]!r} (training flags go with --learned)")
     from capgap.envs import oracle
 
     failed = 0
     for env_id in a.env or list(E.TASKS):
-        E.task_class(env_id)
         for c in oracle.certify(env_id, a.levels, a.seed):
             failed += not c.ok
             print(f"{env_id:26s} {c.name:44s} {c.value:6.3f}  want {c.bound:7s} {'ok' if c.ok else 'FAIL'}")
     if failed:
+        raise SystemExit(1)
+
+
+def _certify_learned(a: argparse.Namespace, rest: list[str]) -> None:
+    from pathlib import Path
+
+    import tyro
+
+    from capgap.train import certificate
+    from capgap.train.ppo import Args
+    from capgap.train.sweep import parse_range
+
+    clash = [f for f in rest if f.split("=")[0] in ("--env", "--rung", "--seed", "--out", "--name", "--dials")]
+    if clash:
+        raise UsageError(f"{clash[0]} is not a certificate flag: it trains each env at its default dials, "
+                         "with --rungs/--seeds/--out")
+    base = tyro.cli(Args, args=rest, prog="capgap certify --learned [train flags]")
+    seeds = parse_range(a.seeds, "seed")
+    bad = [x for x in seeds if not x.isdigit()]
+    if bad:
+        raise UsageError(f"malformed seed {bad[0]!r}; seeds are non-negative integers, e.g. 0..4")
+    rungs = parse_range(a.rungs, "rung") if a.rungs else [base.rung]
+    res = certificate.run(a.env or list(E.TASKS), rungs, [int(x) for x in seeds], Path(a.out), base,
+                          a.workers, progress=not a.no_progress)
+    print((Path(a.out) / "certificate.md").read_text())
+    if not all(r.ok for r in res):
         raise SystemExit(1)
 
 

@@ -31,7 +31,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from capgap import rundir
 from capgap.agents import FAMILIES, ActorCritic, build
-from capgap.envs import DEFAULT_ENV, OUTCOMES, CapgapError, make_core, parse_dials
+from capgap.envs import BUDGETS, DEFAULT_ENV, OUTCOMES, CapgapError, make_core, parse_dials, task_class
 from capgap.eval.records import run_meta, split_key, tag
 from capgap.eval.rollout import evaluate, heatmap, trajectory
 from capgap.rundir import RunError
@@ -43,14 +43,14 @@ class Args:
 
     env: str = DEFAULT_ENV
     """Registered env id."""
-    rung: str = "tiny"
+    rung: str = "small"
     """Network size: the ladder rung, by name (nano micro tiny small base large) or index (0-5)."""
     family: str = "conv"
-    """Network family: conv or mlp."""
+    """Network family: conv, mlp or impala (see capgap.agents)."""
     seed: int = 0
     """Seed of the network init, the sampling and the training levels."""
-    total_steps: int = 2_000_000
-    """Environment steps to train for."""
+    total_steps: int = 0
+    """Environment steps to train for (0 = the env's declared budget, listed by ``capgap envs``)."""
     dials: tuple[str, ...] = ()
     """Env dials as name=value, e.g. p_disambiguate=0.1 size=9 (size: the grid side; both splits)."""
     num_levels: int = 0
@@ -99,6 +99,14 @@ class Args:
     """Show a progress bar."""
 
 
+def with_budget(args: Args) -> Args:
+    """``args`` with ``total_steps`` 0 replaced by the env's declared budget (``capgap.envs.BUDGETS``)."""
+    if args.total_steps:
+        return args
+    task_class(args.env)  # a one-line error for an unknown env
+    return dataclasses.replace(args, total_steps=BUDGETS[args.env])
+
+
 def check_args(args: Args) -> None:
     """One-line errors (:class:`~capgap.envs.CapgapError`) for settings that cannot run."""
     batch = args.num_envs * args.num_steps
@@ -125,6 +133,7 @@ def config_of(args: Args) -> dict[str, Any]:
 
 def train(args: Args) -> Path:
     """Train (or resume) one run; returns its directory."""
+    args = with_budget(args)
     check_args(args)
     torch.manual_seed(args.seed)
     dials = parse_dials(args.dials)  # the only parse of this run's dials

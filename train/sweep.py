@@ -37,7 +37,7 @@ from capgap import rundir
 from capgap.agents import rung
 from capgap.envs import CapgapError, DialError, parse_dials, task_class
 from capgap.rundir import RunError
-from capgap.train.ppo import Args, check_args, config_of, train
+from capgap.train.ppo import Args, check_args, config_of, train, with_budget
 
 
 @dataclass
@@ -63,8 +63,8 @@ class Sweep:
             swept = {**{d.partition("=")[0]: d for d in self.base.dials},
                      **{name: f"{name}={v}" for name, v in zip(names, values, strict=True)}}
             dials = tuple(swept[k] for k in sorted(swept))
-            out.append(dataclasses.replace(self.base, env=env, rung=rung_, seed=seed, dials=dials,
-                                           out=str(self.out / "runs"), progress=False, name=""))
+            out.append(with_budget(dataclasses.replace(self.base, env=env, rung=rung_, seed=seed, dials=dials,
+                                                       out=str(self.out / "runs"), progress=False, name="")))
         return out
 
     def config(self) -> dict[str, Any]:
