@@ -24,9 +24,21 @@ def test_ladder_spans_three_orders_of_magnitude() -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_mlp_ladder_increases_too(family: str) -> None:
+def test_every_family_ladder_increases(family: str) -> None:
     counts = [n for *_, n in ladder_table("capgap/CheeseCorner-v0", family)]
     assert all(a < b for a, b in itertools.pairwise(counts))
+
+
+def test_impala_ladder_spans_three_orders_of_magnitude() -> None:
+    for dials in ({}, {"size": 13}):
+        counts = [n for *_, n in ladder_table("capgap/CheeseCorner-v0", "impala", **dials)]
+        assert counts[-1] >= 1_000 * counts[0], counts
+
+
+def test_impala_is_residual_with_max_pooling() -> None:
+    net = build("capgap/CheeseCorner-v0", "nano", "impala")
+    kinds = [type(m).__name__ for m in net.trunk.modules()]
+    assert kinds.count("MaxPool2d") == 3 and kinds.count("ResidualBlock") == 6, kinds
 
 
 def test_rungs_by_name_or_index() -> None:
