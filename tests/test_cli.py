@@ -15,7 +15,17 @@ def test_envs_lists_every_registered_env_with_its_dials(capsys: pytest.CaptureFi
         assert env_id in out
         for dial in cls.dials():
             assert f"{dial}=" in out
+    for budget in E.BUDGETS.values():  # each env's declared training budget
+        assert f"budget: {budget:,} env steps" in out
     assert "capgap/LavaShift-v0  (control)" in out
+
+
+def test_an_env_without_a_budget_needs_total_steps(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delitem(E.BUDGETS, "capgap/LavaShift-v0")
+    assert main(["train", "--env", "capgap/LavaShift-v0", "--out", "/nonexistent"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "declares no training budget; pass --total-steps" in err, err
 
 
 def test_show_prints_a_level(capsys: pytest.CaptureFixture[str]) -> None:

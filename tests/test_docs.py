@@ -28,6 +28,7 @@ def test_adding_an_env_example(monkeypatch: pytest.MonkeyPatch) -> None:
     task = module.CheeseTwins
     env_id = "capgap/CheeseTwins-v0"
     monkeypatch.setitem(E.TASKS, env_id, task)
+    monkeypatch.setitem(E.BUDGETS, env_id, 1_000_000)
     monkeypatch.setitem(gym.registry, env_id, gym.envs.registration.EnvSpec(
         env_id, entry_point=functools.partial(E.CapgapEnv, task),
         vector_entry_point=functools.partial(E.CapgapVectorEnv, task)))

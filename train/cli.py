@@ -36,7 +36,8 @@ def cmd_envs(argv: list[str]) -> None:
         summary = (cls.__doc__ or "").strip().splitlines()[0]
         print(f"{env_id}{'  (control)' if env_id in E.CONTROL_ENVS else ''}\n  {summary}")
         print(f"  planes: {', '.join(cls.channels)}")
-        print(f"  budget: {E.BUDGETS[env_id]:,} env steps (the default --total-steps)")
+        budget = E.BUDGETS.get(env_id)
+        print(f"  budget: {budget:,} env steps (the default --total-steps)" if budget else "  budget: not declared")
         print("  dials:  " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)))
 
 

@@ -104,6 +104,9 @@ def with_budget(args: Args) -> Args:
     if args.total_steps:
         return args
     task_class(args.env)  # a one-line error for an unknown env
+    if args.env not in BUDGETS:
+        raise CapgapError(f"{args.env} declares no training budget; pass --total-steps, or add the env to "
+                          "capgap.envs.BUDGETS")
     return dataclasses.replace(args, total_steps=BUDGETS[args.env])
 
 
