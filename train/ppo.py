@@ -35,6 +35,7 @@ from capgap.envs import BUDGETS, DEFAULT_ENV, OUTCOMES, CapgapError, make_core, 
 from capgap.eval.records import run_meta, split_key, tag
 from capgap.eval.rollout import evaluate, heatmap, trajectory
 from capgap.rundir import RunError
+from capgap.train.allocator import keep_freed_memory
 
 
 @dataclass
@@ -138,6 +139,7 @@ def train(args: Args) -> Path:
     """Train (or resume) one run; returns its directory."""
     args = with_budget(args)
     check_args(args)
+    keep_freed_memory()  # reuse freed buffers instead of mapping fresh pages every minibatch
     torch.manual_seed(args.seed)
     dials = parse_dials(args.dials)  # the only parse of this run's dials
     agent = build(args.env, args.rung, args.family, **dials)  # validates env, rung, dials
