@@ -101,6 +101,11 @@ def run_name(config: Mapping[str, Any]) -> str:
     family = "" if config["family"] == "conv" else f"-{config['family']}"
     parts = [config["env"].split("/")[-1], rung(config["rung"]).name + family]
     parts += [re.sub(r"[^\w.=-]", "_", d) for d in sorted(config["dials"])]
+    if config.get("num_levels"):
+        parts.append(f"levels={config['num_levels']}")
+    if config.get("init_from"):  # a fine-tuned run: from=<the run it started from>
+        src = Path(config["init_from"])
+        parts.append("from=" + (src.parent.parent.name if src.suffix == ".pt" else src.name))
     return "__".join([*parts, f"s{config['seed']}"])
 
 
@@ -116,6 +121,36 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     if "rung" not in config:  # before the rung had its own name, it was "size"
         raise RunError(f"{run_dir} cannot be resumed or evaluated: {OLD_FORMAT_HINT}")
     return config
+
+
+def load_init(source: str | Path, config: Mapping[str, Any], agent: torch.nn.Module) -> Path:
+    """Load into ``agent`` the network a fine-tuning run starts from: the checkpoint ``source`` (a
+    ``.pt`` file) or the latest checkpoint of the run dir ``source``; returns that checkpoint. One-line
+    errors unless it is of the same env, rung and family as ``config``, with observations of the same
+    shape (the same grid size and salience dials)."""
+    path = Path(source)
+    ckpt_path = path if path.suffix == ".pt" else latest_checkpoint(path) if path.is_dir() else None
+    if ckpt_path is None or not ckpt_path.exists():
+        raise RunError(f"--init-from {source}: no checkpoint there; give a run dir with checkpoints or a .pt file")
+    ckpt = load_checkpoint(ckpt_path)
+    src = ckpt["config"]
+    differ = [k for k in ("env", "rung", "family") if rung_or(src, k) != rung_or(config, k)]
+    if differ:
+        what = "; ".join(f"its {k} is {src[k]!r}, this run's {config[k]!r}" for k in differ)
+        raise RunError(f"--init-from {source}: that run is another network ({what}); "
+                       "fine-tune with the same env, rung and family")
+    try:
+        agent.load_state_dict(ckpt["agent"])
+    except RuntimeError:
+        raise RunError(f"--init-from {source}: its network sees other observations (its dials "
+                       f"{', '.join(src['dials']) or 'default'}); keep the dials that shape them, size and "
+                       "salience, as they were") from None
+    return ckpt_path
+
+
+def rung_or(config: Mapping[str, Any], key: str) -> Any:
+    """``config[key]``, with a rung given by index or name compared by name."""
+    return rung(config[key]).name if key == "rung" else config[key]
 
 
 def prepare_run_dir(run_dir: Path, config: dict[str, Any]) -> None:

@@ -56,6 +56,11 @@ class Args:
     """Env dials as name=value, e.g. p_disambiguate=0.1 size=9 (size: the grid side; both splits)."""
     num_levels: int = 0
     """Training levels: 0 = unlimited fresh levels, N = a fixed set of N."""
+    init_from: str = ""
+    """Start from another run's network (a run dir: its latest checkpoint; or a checkpoint file) with a
+    fresh optimizer, e.g. to fine-tune a misgeneralising agent on a few disambiguating levels
+    (``--num-levels 10 --dials p_disambiguate=1``). Same env, rung and family; a resumed run
+    continues from its own checkpoints."""
     num_envs: int = 256
     """Parallel envs in the rollout."""
     num_steps: int = 16
@@ -144,6 +149,8 @@ def train(args: Args) -> Path:
     dials = parse_dials(args.dials)  # the only parse of this run's dials
     agent = build(args.env, args.rung, args.family, **dials)  # validates env, rung, dials
     config = config_of(args)
+    if args.init_from:  # fine-tuning: start from another run's network (a resumed run then loads its own)
+        rundir.load_init(args.init_from, config, agent)
     run_dir = Path(args.out) / rundir.run_name(config)
     rundir.prepare_run_dir(run_dir, config)
     with rundir.run_lock(run_dir):
