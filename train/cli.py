@@ -8,6 +8,7 @@
     capgap sweep --rungs 0..3 --seeds 0..2 [--dial p_disambiguate=0,0.1] --out DIR [train flags]
     capgap eval DIR [--episodes 512]  evaluate every checkpoint of a run or sweep, both splits
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
+    capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 """
@@ -243,9 +244,15 @@ def cmd_report(argv: list[str]) -> None:
     print(f"view:  tensorboard --logdir {out / 'tensorboard'}")
 
 
+def cmd_inspect(argv: list[str]) -> None:
+    from capgap.train.inspect_cli import main as inspect_main
+
+    inspect_main(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
-    "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report,
+    "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect,
 }
 ALIASES: dict[str, str] = {"sizes": "rungs"}
 """Old command names that still work."""
