@@ -16,6 +16,12 @@ overlap, and every number is reproducible from (run, levels, seed).
 * **Goal probes** (:func:`fit_probe`, :func:`probe_run`): closed-form ridge regression from a
   layer's activations at an episode's first step to the one-hot goal (or proxy) cell, fit on
   training-split levels, scored on held-out levels of both splits.
+* **Steering** (:func:`goal_vector`, :func:`steer`, :func:`steering_effect`): a mean activation
+  difference at a layer (goal present vs absent, or goal at a cell vs elsewhere), added with a
+  scale in every forward pass while the agent plays.
+* **Forecast** (:func:`forecast_run`, :func:`auroc`): per layer, a logistic monitor on the first
+  step's activations that predicts "this episode ends in proxy", fit on training-split episodes,
+  scored by AUROC on test episodes, beside a level-only (``obs``) and a behaviour-only (``pi``) baseline.
 
 Supported envs for decision squares and probes: those with one goal cell and a proxy made of cells
 (``TARGET_ENVS``: CheeseCorner, whose proxy is the top-right region, and CheeseDish, whose proxy is
@@ -298,10 +304,14 @@ class Targets:
     way to the goal, and both are reachable)."""
 
 
-def _proxy_mask(env_id: str, obs: np.ndarray, dials: dict[str, Any]) -> np.ndarray:
+def _task(env_id: str, dials: dict[str, Any]) -> Any:
     from capgap.envs import task_class
 
-    task = task_class(env_id).from_dials(**dials)
+    return task_class(env_id).from_dials(**dials)
+
+
+def _proxy_mask(env_id: str, obs: np.ndarray, dials: dict[str, Any]) -> np.ndarray:
+    task = _task(env_id, dials)
     n = len(obs)
     if env_id == "capgap/CheeseCorner-v0":
         return np.broadcast_to(task.region.reshape(1, -1), (n, task.size ** 2)).copy()
@@ -339,7 +349,7 @@ def targets(env_id: str, first_obs: np.ndarray, dials: dict[str, Any]) -> Target
     n, _, s, _ = obs.shape
     passable = ~obs[:, 0].reshape(n, -1).bool()
     start = obs[:, 1].reshape(n, -1).argmax(1)
-    goal_mask = obs[:, 2].reshape(n, -1).bool()
+    goal_mask = obs[:, _task(env_id, dials).ch("cheese")].reshape(n, -1).bool()
     goal = goal_mask.float().argmax(1)
     proxy_mask = torch.as_tensor(_proxy_mask(env_id, first_obs, dials))
     d_goal = bfs(passable, goal_mask, s)
@@ -578,10 +588,10 @@ def goal_vector(agent: ActorCritic, env_id: str, dials: dict[str, Any], layer: s
         with_goal = rec.last[layer]
         if cell is None:
             bare = obs.clone()
-            bare[:, 2] = 0
+            bare[:, core.task.ch("cheese")] = 0
             agent(bare)
             return (with_goal - rec.last[layer]).mean(0)
-    at = obs[:, 2].reshape(fit, -1).argmax(1) == cell
+    at = obs[:, core.task.ch("cheese")].reshape(fit, -1).argmax(1) == cell
     if not at.any() or at.all():
         raise InspectError(f"no fit level has its goal {'at' if not at.any() else 'elsewhere than'} cell {cell}; "
                            "pick another cell (an open cell outside the proxy) or more --fit levels")

@@ -163,6 +163,19 @@ def test_probes_decode_the_goal_where_it_is_and_not_where_it_is_not(trained: tor
     assert rows["trunk.8"]["acc_test_proxy"] > rows["trunk.8"]["chance_test_proxy"] + 0.1, rows["trunk.8"]
 
 
+@pytest.mark.parametrize("env_id,family", [(ENV, "mlp"), (ENV, "impala"), ("capgap/CheeseDish-v0", "conv")])
+def test_probes_run_on_every_family_and_the_dish(env_id: str, family: str) -> None:
+    dials = DIALS if env_id == ENV else {"size": 7, "salience": 2}
+    agent = build(env_id, "nano", family, **dials).eval()
+    rows = I.probe_run(agent, env_id, dials, fit=256, episodes=64)
+    assert {(r["layer"], r["target"]) for r in rows} == {(x, t) for x in ["obs", *I.layer_names(agent)]
+                                                         for t in ("goal", "proxy")}
+    obs = {r["target"]: r for r in rows if r["layer"] == "obs"}
+    assert obs["goal"]["acc_test"] >= 0.9, obs  # the planes themselves hold both cells
+    if env_id != ENV:  # the dish moves (on CheeseCorner the proxy is one fixed cell: chance is 1)
+        assert obs["proxy"]["acc_test"] >= 0.9 and obs["proxy"]["chance_test"] < 0.5, obs
+
+
 def test_probes_on_a_network_with_nothing_in_it_score_chance() -> None:
     dead = build(ENV, "tiny", "conv", **DIALS).eval()
     with torch.no_grad():
