@@ -67,16 +67,18 @@ def test_every_env_declares_a_budget() -> None:
     assert Args().total_steps == 0  # 0 = the env's budget, resolved when a run starts
 
 
-# What the default rung reaches on the train split after ~250k steps at default dials, seed 0,
-# measured in the full certificate's runs (the 253,952-step evaluation of each); CI asks for a
-# margin below it, and above what an untrained agent scores (0.2-0.3, 0.01 for LavaShift).
+# Train A of the default rung after 253,952 steps at default dials, seed 0, in the full certificate's
+# runs (its first evaluation after step 0), and of the untrained network (step 0):
+#   CheeseCorner 0.85 (0.22), CheeseDish 0.57 (0.28), ColourShape 0.93 (0.27), KeysChests 0.98 (0.29),
+#   LavaShift 1.00 (0.03).
+# CI asks for about half of the way from untrained to that: an env that stops learning fails.
 CI_STEPS = 256 * 16 * 62  # 253,952
 CI_BAR = {
-    "capgap/CheeseCorner-v0": 0.6,
-    "capgap/CheeseDish-v0": 0.4,
+    "capgap/CheeseCorner-v0": 0.55,
+    "capgap/CheeseDish-v0": 0.42,
     "capgap/ColourShape-v0": 0.6,
-    "capgap/KeysChests-v0": 0.5,
-    "capgap/LavaShift-v0": 0.3,
+    "capgap/KeysChests-v0": 0.65,
+    "capgap/LavaShift-v0": 0.5,
 }
 
 
