@@ -5,6 +5,8 @@
         --eval-every 100_000 --eval-episodes 256 --out sweeps/family9_conv
     # 2. steps to train A >= 0.9 from those runs, training speed measured here, wall time = steps / speed:
     python experiments/family_comparison.py sweeps/family9_* [--threads 1]
+    # or the speed of every family, rung and grid alone, all measured in one run:
+    python experiments/family_comparison.py --speed-only
 
 Steps to learn come from each run's ``evals.jsonl`` (the first evaluation with train-split
 A >= ``metrics.LEARNED``). Speed is measured in this process, every (family, rung, grid) in the
@@ -26,11 +28,13 @@ from pathlib import Path
 import torch
 
 from capgap import rundir
-from capgap.agents import build, rung
+from capgap.agents import FAMILIES, build, rung
 from capgap.envs import parse_dials
 from capgap.eval.metrics import LEARNED
 from capgap.eval.records import split_key
 from capgap.train.ppo import Args, train
+
+ENV = "capgap/CheeseCorner-v0"
 
 
 def steps_to_learn(run_dir: Path) -> tuple[int | None, int, float]:
@@ -54,11 +58,32 @@ def training_sps(env: str, rung_name: str, family: str, dials: tuple[str, ...], 
     return sps
 
 
+GRIDS = {"9×9 (default)": (), "13×13": ("size=13", "max_steps=256")}
+
+
+def speed_table(threads: int) -> None:
+    """Training steps/s of every family at the tiny and small rungs on both grids, in one run."""
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({threads} thread), python {platform.python_version()}\n")
+    print("| family | rung | grid | params | steps/s |")
+    print("|---|---|---|---:|---:|")
+    for family in FAMILIES:
+        for rung_name in ("tiny", "small"):
+            for grid, dials in GRIDS.items():
+                params = build(ENV, rung_name, family, **parse_dials(dials)).num_params()
+                sps = training_sps(ENV, rung_name, family, dials, threads)
+                print(f"| {family} | {rung_name} | {grid} | {params:,} | {sps:,.0f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweeps", nargs="+", help="sweep dirs (or run dirs) of the learning runs")
+    p.add_argument("sweeps", nargs="*", help="sweep dirs (or run dirs) of the learning runs")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the speed measurement")
+    p.add_argument("--speed-only", action="store_true", help="measure conv/mlp/impala x tiny/small x 9x9/13x13")
     a = p.parse_args()
+    if a.speed_only:
+        speed_table(a.threads)
+        return
     runs = sorted({r for s in a.sweeps for r in ([Path(s)] if (Path(s) / "config.json").exists()
                                                  else Path(s).glob("runs/*")) if (r / "evals.jsonl").exists()})
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "

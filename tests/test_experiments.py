@@ -1,0 +1,41 @@
+"""The experiment scripts' logic on small runs (the studies themselves are in docs/results.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from capgap.train.ppo import Args, train
+
+
+def load(name: str) -> ModuleType:
+    path = Path(__file__).parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_family_comparison_reads_steps_to_learn_and_measures_speed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    fc = load("family_comparison")
+    run = train(Args(rung="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 4, eval_every=64 * 32 * 2,
+                     eval_episodes=32, dials=("size=7", "max_steps=40"), progress=False, threads=1,
+                     out=str(tmp_path / "sweep" / "runs")))
+    rows = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+    train_a = {r["step"]: r["A"] for r in rows if r["split"] == "train"}
+    hit, last, a_end = fc.steps_to_learn(run)
+    assert last == max(train_a) and a_end == train_a[last]
+    assert hit == next((s for s in sorted(train_a) if train_a[s] >= 0.9), None)  # a 12k-step nano: None
+    real_sps = fc.training_sps
+    monkeypatch.setattr(fc, "training_sps", lambda *a, **k: 1000.0)  # the table's logic; real speed below
+    monkeypatch.setattr("sys.argv", ["family_comparison.py", str(tmp_path / "sweep")])
+    fc.main()
+    out = capsys.readouterr().out
+    assert "| conv | nano | 441 | 7 | 0 | not by 8,192 |" in out and "| 1,000 | > 0.1 min |" in out, out
+    assert real_sps("capgap/CheeseCorner-v0", "nano", "conv", ("size=7", "max_steps=40"), 1, iterations=3) > 0
