@@ -4,10 +4,7 @@ resumable after a kill, and a one-line refusal of a network that does not fit.""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -55,20 +52,14 @@ def test_starts_from_the_source_network_and_logs_c_and_a(source: Path, repaired:
                                                      strict=True))
 
 
-def test_a_killed_repair_resumes_to_the_same_result(source: Path, repaired: Path, tmp_path: Path) -> None:
+def test_a_killed_repair_resumes_to_the_same_result(source: Path, repaired: Path, tmp_path: Path,
+                                                    kill_and_rerun) -> None:
     cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path), "--init-from", str(source),
            "--rung", "nano", "--num-envs", "64", "--num-steps", "32", "--total-steps", str(64 * 32 * 6),
            "--eval-every", str(64 * 32 * 2), "--eval-episodes", "32", "--num-levels", "4", "--threads", "1",
            "--no-progress", "--dials", "size=7", "max_steps=40", "p_disambiguate=1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     run_dir = tmp_path / repaired.name
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "checkpoints" / f"step_{4096:010d}.pt").exists():
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run_dir / "done.json").exists(), "killed too late to test resuming"
-    subprocess.run(cmd, check=True, capture_output=True)
+    kill_and_rerun(cmd, run_dir, 4096)
     assert eval_rows(run_dir) == eval_rows(repaired)
 
 

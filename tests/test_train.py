@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -90,7 +87,7 @@ def test_same_seed_same_scalars(small_run: Path, tmp_path: Path) -> None:
     assert scalars(other) != scalars(small_run)
 
 
-def test_killed_run_resumes_to_the_same_result(small_run: Path, tmp_path: Path) -> None:
+def test_killed_run_resumes_to_the_same_result(small_run: Path, tmp_path: Path, kill_and_rerun) -> None:
     cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path)]
     for k, v in SMALL.items():
         flag = "--" + k.replace("_", "-")
@@ -100,15 +97,8 @@ def test_killed_run_resumes_to_the_same_result(small_run: Path, tmp_path: Path) 
             cmd += [flag, *v]
         else:
             cmd += [flag, str(v)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     run_dir = tmp_path / small_run.name
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "checkpoints" / f"step_{4096:010d}.pt").exists():
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run_dir / "done.json").exists(), "killed too late to test resuming"
-    subprocess.run(cmd, check=True, capture_output=True)
+    kill_and_rerun(cmd, run_dir, 4096)
     assert json.loads((run_dir / "done.json").read_text())["global_step"] == 12288
     resumed, straight = scalars(run_dir), scalars(small_run)
     for tag in ("eval/test/A", "eval/train/C", "losses/value_loss"):
