@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from capgap import envs as E
 from capgap import rundir
 from capgap.eval.metrics import LEARNED, load_episodes, mean_ci, per_seed
@@ -144,11 +142,11 @@ def run(envs: list[str], rungs: list[str], seeds: list[int], out: Path, base: Ar
     t0 = time.time()
     run_sweep(sweep, "local", workers, progress=progress)
     res = results(sweep)
-    (out / "certificate.md").write_text(markdown(res, time.time() - t0))
-    (out / "certificate.json").write_text(json.dumps([{
+    rundir.atomic_write(out / "certificate.md", lambda p: p.write_text(markdown(res, time.time() - t0)))
+    rundir.write_json(out / "certificate.json", [{
         "env": r.env, "rung": r.rung, "budget": r.budget, "seeds": r.seeds, "ok": r.ok,
         "per_seed": r.per_seed, "wall_s": r.wall_s,
         "mean_ci": {m: r.stat(m) for m in ("A_train", "C_test", "A_test", "gap_test", "proxy_test")},
         "checks": [{"what": w, "value": v, "bound": b, "ok": ok} for w, v, b, ok in r.checks],
-    } for r in res], indent=2, default=lambda x: float(x) if isinstance(x, np.floating) else str(x)))
+    } for r in res])
     return res

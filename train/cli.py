@@ -89,6 +89,17 @@ def cmd_certify(argv: list[str]) -> None:
         raise SystemExit(1)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0..2,7"`` -> ``[0, 1, 2, 7]``, with a one-line error for anything but non-negative integers."""
+    from capgap.train.sweep import parse_range
+
+    seeds = parse_range(text, "seed")
+    bad = [x for x in seeds if not x.isdigit()]
+    if bad:
+        raise UsageError(f"malformed seed {bad[0]!r}; seeds are non-negative integers, e.g. 0..4")
+    return [int(x) for x in seeds]
+
+
 def _certify_learned(a: argparse.Namespace, rest: list[str]) -> None:
     from pathlib import Path
 
@@ -103,12 +114,9 @@ def _certify_learned(a: argparse.Namespace, rest: list[str]) -> None:
         raise UsageError(f"{clash[0]} is not a certificate flag: it trains each env at its default dials, "
                          "with --rungs/--seeds/--out")
     base = tyro.cli(Args, args=rest, prog="capgap certify --learned [train flags]")
-    seeds = parse_range(a.seeds, "seed")
-    bad = [x for x in seeds if not x.isdigit()]
-    if bad:
-        raise UsageError(f"malformed seed {bad[0]!r}; seeds are non-negative integers, e.g. 0..4")
+    seeds = parse_seeds(a.seeds)
     rungs = parse_range(a.rungs, "rung") if a.rungs else [base.rung]
-    res = certificate.run(a.env or list(E.TASKS), rungs, [int(x) for x in seeds], Path(a.out), base,
+    res = certificate.run(a.env or list(E.TASKS), rungs, seeds, Path(a.out), base,
                           a.workers, progress=not a.no_progress)
     print((Path(a.out) / "certificate.md").read_text())
     if not all(r.ok for r in res):
@@ -173,11 +181,8 @@ def cmd_sweep(argv: list[str]) -> None:
     if clash:
         raise UsageError(f"{clash[0]} is set per trial by the sweep; use --env/--rungs/--seeds/--out instead")
     base = tyro.cli(Args, args=rest, prog="capgap sweep [train flags]")
-    seeds = parse_range(a.seeds, "seed")
-    bad = [x for x in seeds if not x.isdigit()]
-    if bad:
-        raise UsageError(f"malformed seed {bad[0]!r}; seeds are non-negative integers, e.g. 0..4")
-    sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=[int(x) for x in seeds],
+    seeds = parse_seeds(a.seeds)
+    sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=seeds,
                   grid=parse_grid(a.dial), base=base, out=Path(a.out))
     t0 = time.time()
     run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress)
