@@ -56,13 +56,14 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
     dials = parse_dials(config["dials"])
     agent = build(config["env"], config["rung"], config["family"], **dials).eval()  # each checkpoint loaded in
     meta = run_meta(config, dials, agent.num_params(), rundir.run_name(config))
+    split_dials = rundir.split_dials(config)
     written = 0
     for ckpt in rundir.checkpoints(run_dir):
         step = rundir.checkpoint_step(ckpt)
         if _complete(rundir.episodes_path(run_dir, step), episodes):
             continue
         rundir.load_checkpoint(ckpt, agent)
-        results = [evaluate(agent, config["env"], split, episodes, dials, seed=config["seed"])
+        results = [evaluate(agent, config["env"], split, episodes, split_dials[split], seed=config["seed"])
                    for split in ("train", "test")]
         rundir.write_episodes(run_dir, step, [r for res in results for r in res.records(meta, step)])
         written += 1

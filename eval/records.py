@@ -14,13 +14,19 @@ The headline numbers have one spelling each: **C** (capability, mean ``capabilit
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from capgap.agents import rung
 from capgap.envs import format_dials
+from capgap.rundir import source_name
 
-RUN_KEYS: tuple[str, ...] = ("run", "env", "rung", "rung_index", "params", "family", "dials", "seed")
-"""What identifies a run in an episode record (``rung``: the network's ladder rung, by name)."""
+RUN_KEYS: tuple[str, ...] = ("run", "env", "rung", "rung_index", "params", "family", "dials", "setting", "seed")
+"""What identifies a run in an episode record (``rung``: the network's ladder rung, by name;
+``setting``: see :func:`format_setting`)."""
+SETTING_KEYS: tuple[str, ...] = ("num_levels", "init_from")
+"""The training settings that make a run a different *arm* of a study than a plain run of the
+same env, dials and rung: a fixed set of training levels, and fine-tuning from another run."""
 OUTCOME_KEYS: tuple[str, ...] = ("outcome", "goal_score", "capability_score", "return", "length")
 """What every env reports at the end of an episode (``outcome`` as its name, not its code)."""
 EPISODE_KEYS: tuple[str, ...] = (*RUN_KEYS, "step", "split", "episode", "level", *OUTCOME_KEYS)
@@ -41,11 +47,24 @@ def tag(metric: str, split: str) -> str:
     return f"eval/{split}/{metric}"
 
 
+def format_setting(config: dict[str, Any]) -> str:
+    """``"init_from=CheeseCorner-v0__small__p_disambiguate=0,num_levels=10"``: a run's
+    ``SETTING_KEYS`` that are set, one spelling per arm (``""`` for a plain run). A fine-tuning
+    run names its source run without the seed, so that the seeds of one arm group together."""
+    parts = {}
+    if config.get("num_levels"):
+        parts["num_levels"] = int(config["num_levels"])
+    if config.get("init_from"):
+        parts["init_from"] = re.sub(r"__s\d+$", "", source_name(config["init_from"]))
+    return format_dials(parts)
+
+
 def run_meta(config: dict[str, Any], dials: dict[str, Any], params: int, name: str) -> dict[str, Any]:
-    """The ``RUN_KEYS`` of a run: its name, env, rung, parameter count, family, dials and seed."""
+    """The ``RUN_KEYS`` of a run: its name, env, rung, parameter count, family, dials, setting and seed."""
     r = rung(config["rung"])
     return {"run": name, "env": config["env"], "rung": r.name, "rung_index": r.index, "params": params,
-            "family": config["family"], "dials": format_dials(dials), "seed": config["seed"]}
+            "family": config["family"], "dials": format_dials(dials), "setting": format_setting(config),
+            "seed": config["seed"]}
 
 
 def episode_record(meta: dict[str, Any], step: int, split: str, episode: int, level: int,

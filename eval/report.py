@@ -68,15 +68,18 @@ def learned_flag(row: dict[str, Any]) -> str:
 
 
 def _panels(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Rows grouped by (env, dials), in sorted order."""
+    """Rows grouped by (env, dials and setting), in sorted order; the dials of a row with a setting
+    (``capgap.eval.records.format_setting``) read ``"dials; setting"``."""
     out: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        out[(r["env"], r["dials"])].append(r)
+        out[(r["env"], "; ".join(x for x in (r["dials"], r["setting"]) if x))].append(r)
     return dict(sorted(out.items()))
 
 
 def _panel_title(env: str, dials: str) -> str:
-    return f"{env}\n{dials or '(default dials)'}"
+    import textwrap
+
+    return f"{env}\n" + "\n".join(textwrap.wrap(dials, 60) or ["(default dials)"])
 
 
 def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep") -> str:
@@ -201,7 +204,7 @@ def plot_gap_vs_size(rows: list[dict[str, Any]]) -> Figure:
         y = _col(panel, "gap_test")
         err = np.nan_to_num(np.clip([y - _col(panel, "gap_test_lo"), _col(panel, "gap_test_hi") - y], 0, None))
         ax.errorbar(_col(panel, "params"), y, yerr=err, fmt="o-", capsize=3,
-                    label=f"{env.split('/')[-1]} {dials}".strip())
+                    label=f"{env.split('/')[-1]} {dials}".strip()[:70])
     ax.axhline(0, color="grey", lw=0.8)
     _log_x(ax, _col(final, "params"))
     ax.set(xlabel="parameters", ylabel="gap_test = C_test − A_test")
@@ -245,7 +248,7 @@ def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: 
 
     by_run: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by_run[(r["env"], r["dials"], r["rung"])].append(r)
+        by_run[(r["env"], "; ".join(x for x in (r["dials"], r["setting"]) if x), r["rung"])].append(r)
     used: set[str] = set()
     for (env, dials, rung), rs in by_run.items():
         name = base = run_dirname(env, dials, rung)
@@ -299,3 +302,26 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap
     paths["tensorboard"] = out_dir / "tensorboard"
     _write_tensorboard(rows, figs, md, paths["tensorboard"])
     return paths
+
+
+def write_mitigation(records: list[dict[str, Any]], out_dir: Path,
+                     run_dirs: list[Path] = ()) -> tuple[str, dict[str, Path]]:
+    """When the sweep is a mitigation study (``capgap.eval.mitigation``: its trials differ along a
+    numeric dial or setting), write ``mitigation.md``, ``mitigation.png`` (C, A, proxy against the
+    axis) and ``thresholds.png`` (the threshold against parameters) into ``out_dir``; returns the
+    markdown ("" when it is not a study) and the files written. ``run_dirs`` lets a repair study
+    find its source runs' cost of learning from scratch."""
+    from capgap.eval import mitigation
+
+    groups = mitigation.seed_metrics(records)
+    curves = [c for axis in mitigation.axes(groups) for c in mitigation.curves(records, axis)]
+    if not curves:
+        return "", {}
+    md = "# Mitigation study\n\n" + mitigation.markdown(curves, mitigation.learning_steps(run_dirs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"mitigation_md": out_dir / "mitigation.md", "mitigation": out_dir / "mitigation.png",
+             "thresholds": out_dir / "thresholds.png"}
+    paths["mitigation_md"].write_text(md, encoding="utf-8")
+    mitigation.plot(curves).savefig(paths["mitigation"], dpi=DPI)
+    mitigation.plot_thresholds(curves).savefig(paths["thresholds"], dpi=DPI)
+    return md, paths

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from capgap.agents import rung
-from capgap.envs import CapgapError
+from capgap.envs import CapgapError, parse_dials
 
 CHECKPOINT_FORMAT = 2
 """Version of the checkpoint layout. 2: plain tensors and data (``weights_only=True``); 1 (before
@@ -90,6 +90,13 @@ def append_line(path: Path, data: Mapping[str, Any]) -> None:
 # ----- the run directory --------------------------------------------------------------
 
 
+def source_name(init_from: str | Path) -> str:
+    """The run a fine-tuning run started from, by name: ``init_from`` is that run's dir or one of its
+    checkpoints (``<run>/checkpoints/step_N.pt``)."""
+    src = Path(init_from)
+    return src.parent.parent.name if src.suffix == ".pt" else src.name
+
+
 def run_name(config: Mapping[str, Any]) -> str:
     """``CheeseCorner-v0__tiny__p_disambiguate=0.1__s0``: filterable in TensorBoard.
 
@@ -104,8 +111,7 @@ def run_name(config: Mapping[str, Any]) -> str:
     if config.get("num_levels"):
         parts.append(f"levels={config['num_levels']}")
     if config.get("init_from"):  # a fine-tuned run: from=<the run it started from>
-        src = Path(config["init_from"])
-        parts.append("from=" + (src.parent.parent.name if src.suffix == ".pt" else src.name))
+        parts.append("from=" + source_name(config["init_from"]))
     return "__".join([*parts, f"s{config['seed']}"])
 
 
@@ -146,6 +152,24 @@ def load_init(source: str | Path, config: Mapping[str, Any], agent: torch.nn.Mod
                        f"{', '.join(src['dials']) or 'default'}); keep the dials that shape them, size and "
                        "salience, as they were") from None
     return ckpt_path
+
+
+def source_config(init_from: str | Path) -> dict[str, Any]:
+    """The config of the run a fine-tuning run starts from (``init_from``: its run dir or a checkpoint)."""
+    path = Path(init_from)
+    run = path.parent.parent if path.suffix == ".pt" else path
+    if (run / "config.json").exists():
+        return read_config(run)
+    return load_checkpoint(path)["config"]
+
+
+def split_dials(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The env dials each split of a run is evaluated with: the run's own, except that a fine-tuning
+    run (``init_from``) keeps its source run's dials for the train split, so that "train" still means
+    the task the network learned first (and a repair's cost in capability shows there)."""
+    dials = parse_dials(config["dials"])
+    train = parse_dials(source_config(config["init_from"])["dials"]) if config.get("init_from") else dials
+    return {"train": train, "test": dials}
 
 
 def rung_or(config: Mapping[str, Any], key: str) -> Any:

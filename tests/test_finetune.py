@@ -43,6 +43,10 @@ def test_starts_from_the_source_network_and_logs_c_and_a(source: Path, repaired:
     last_step = max(r["step"] for r in eval_rows(source))
     final = next(r for r in eval_rows(source) if r["step"] == last_step and r["split"] == "test")
     assert first == {**final, "step": 0}
+    # its train split stays the task the source learned (p_disambiguate=0), not the repair levels
+    first_train = next(r for r in eval_rows(repaired) if r["step"] == 0 and r["split"] == "train")
+    final_train = next(r for r in eval_rows(source) if r["step"] == last_step and r["split"] == "train")
+    assert first_train == {**final_train, "step": 0}
     # ...and it trains from there like any run: C and A of both splits at every evaluation
     steps = sorted({r["step"] for r in eval_rows(repaired)})
     assert steps == [0, 4096, 8192, 12288] and {"C", "A", "proxy"} <= set(eval_rows(repaired)[-1])

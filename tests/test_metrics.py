@@ -29,7 +29,8 @@ def episodes(env: str, dials: str, size: str, seed: int, step: int, split: str,
     for i, o in enumerate(outcomes):
         name, goal, cap = (o, *BINARY[o]) if isinstance(o, str) else o
         out.append({"run": f"{size}_s{seed}", "env": env, "rung": size, "rung_index": SIZES[size][0],
-                    "params": SIZES[size][1], "family": "conv", "dials": dials, "seed": seed, "step": step,
+                    "params": SIZES[size][1], "family": "conv", "dials": dials, "setting": "", "seed": seed,
+                    "step": step,
                     "split": split, "episode": i, "level": 1000 + i, "outcome": name, "goal_score": goal,
                     "capability_score": cap, "return": goal, "length": 10})
     return out
@@ -208,6 +209,16 @@ def test_unknown_outcome_is_malformed(tmp_path: Path) -> None:
     path.write_text(json.dumps(rec) + "\n")
     with pytest.raises(ValueError, match=re.escape(f"{path}:1: ") + ".*outcome"):
         load_episodes([path])
+
+
+def test_records_from_before_the_setting_key_still_load(tmp_path: Path) -> None:
+    """Episode files written before runs had a ``setting`` read as plain runs (setting "")."""
+    rec = episodes(ENV, "", "tiny", 0, 10, "test", ["goal"])[0]
+    del rec["setting"]
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(rec) + "\n")
+    (loaded,) = load_episodes([path])
+    assert loaded["setting"] == "" and compute([loaded])[0]["setting"] == ""
 
 
 def test_test_data_speaks_the_real_record() -> None:

@@ -112,6 +112,9 @@ def test_ray_backend_runs_the_same_trials(tmp_path: Path) -> None:
         (["--sizes", "0..3"], "the ladder rungs are --rungs now (--sizes was renamed)"),
         (["--dial", "p_disambiguate=0,abc"], "CheeseCorner: p_disambiguate='abc' has the wrong type; expected a"),
         (["--dials", "max_steps=4.5"], "CheeseCorner: max_steps=4.5 has the wrong type; expected an integer"),
+        (["--grid", "num_levels=1,x"], "--grid num_levels=x: num_levels takes whole numbers >= 0"),
+        (["--grid", "lr=0.1,0.01"], "--grid lr: a grid runs over env dials and num_levels"),
+        (["--init-where", "p_disambiguate=0"], "--init-where picks among the runs of a sweep"),
     ],
 )
 def test_bad_sweep_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

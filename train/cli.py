@@ -5,7 +5,7 @@
     capgap certify [<env> ...]        run the oracle validity certificate
     capgap rungs [--env <id>]         the network ladder's rungs with exact parameter counts (alias: sizes)
     capgap train [--env ...] [--rung ...] [--seed ...] [--total-steps ...]   one PPO run
-    capgap sweep --rungs 0..3 --seeds 0..2 [--dial p_disambiguate=0,0.1] --out DIR [train flags]
+    capgap sweep --rungs 0..3 --seeds 0..2 [--grid p_disambiguate=0,0.1] --out DIR [train flags]
     capgap eval DIR [--episodes 512]  evaluate every checkpoint of a run or sweep, both splits
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
@@ -167,8 +167,10 @@ def cmd_sweep(argv: list[str]) -> None:
     p.add_argument("--env", nargs="+", default=[E.DEFAULT_ENV], help="env ids")
     p.add_argument("--rungs", default="0..3", help="ladder rungs: 0..3, 0,2,5 or names")
     p.add_argument("--seeds", default="0..2", help="seeds: 0..4 or 0,1,7")
-    p.add_argument("--dial", action="append", default=[], metavar="NAME=V1,V2",
-                   help="sweep a dial over values (repeatable: the grid is their product)")
+    p.add_argument("--grid", "--dial", dest="grid", action="append", default=[], metavar="NAME=V1,V2",
+                   help="sweep an env dial, or num_levels, over values (repeatable: the grid is their product)")
+    p.add_argument("--init-where", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="with --init-from SWEEP_DIR (a repair sweep): the dials of the runs to start from")
     p.add_argument("--out", required=True, help="sweep directory (rerun the same command to resume)")
     p.add_argument("--backend", default="local", choices=("local", "ray"))
     p.add_argument("--workers", type=int, default=0, help="local worker processes (0 = one per core)")
@@ -183,7 +185,7 @@ def cmd_sweep(argv: list[str]) -> None:
     base = tyro.cli(Args, args=rest, prog="capgap sweep [train flags]")
     seeds = parse_seeds(a.seeds)
     sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=seeds,
-                  grid=parse_grid(a.dial), base=base, out=Path(a.out))
+                  grid=parse_grid(a.grid), base=base, out=Path(a.out), init_where=tuple(a.init_where))
     t0 = time.time()
     run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress)
     print(f"sweep: {len(sweep.trials())} trials in {sweep.out} ({time.time() - t0:.0f} s, {os.cpu_count()} cores)")
@@ -230,7 +232,7 @@ def cmd_report(argv: list[str]) -> None:
     from pathlib import Path
 
     from capgap.eval import metrics, report
-    from capgap.eval.evaluator import episode_files
+    from capgap.eval.evaluator import episode_files, find_runs
 
     p = argparse.ArgumentParser(prog="capgap report", description="Metrics with CIs over seeds, tables and plots.")
     p.add_argument("path", help="a sweep dir (or a run dir)")
@@ -239,10 +241,15 @@ def cmd_report(argv: list[str]) -> None:
     files = episode_files(Path(a.path))
     if not files:
         raise UsageError(f"no evaluated checkpoints under {a.path}; run capgap eval {a.path} first")
-    rows = metrics.compute(metrics.load_episodes(files))
+    records = metrics.load_episodes(files)
+    rows = metrics.compute(records)
     out = Path(a.out) if a.out else Path(a.path) / "report"
     written = report.write_report(rows, out)
     print(report.table_text(rows))
+    study, study_files = report.write_mitigation(records, out, find_runs(Path(a.path)))
+    if study:
+        print(study)
+    written |= study_files
     print()
     for name, path in written.items():
         print(f"{name}: {path}")

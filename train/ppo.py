@@ -60,7 +60,8 @@ class Args:
     """Start from another run's network (a run dir: its latest checkpoint; or a checkpoint file) with a
     fresh optimizer, e.g. to fine-tune a misgeneralising agent on a few disambiguating levels
     (``--num-levels 10 --dials p_disambiguate=1``). Same env, rung and family; a resumed run
-    continues from its own checkpoints."""
+    continues from its own checkpoints. The train split of its evaluations keeps the source run's
+    dials (the task it learned first: does the fix cost capability?); the test split uses this run's."""
     num_envs: int = 256
     """Parallel envs in the rollout."""
     num_steps: int = 16
@@ -151,6 +152,7 @@ def train(args: Args) -> Path:
     config = config_of(args)
     if args.init_from:  # fine-tuning: start from another run's network (a resumed run then loads its own)
         rundir.load_init(args.init_from, config, agent)
+    eval_dials = rundir.split_dials(config)  # a fine-tuning run's "train" split stays the task it learned first
     run_dir = Path(args.out) / rundir.run_name(config)
     rundir.prepare_run_dir(run_dir, config)
     with rundir.run_lock(run_dir):
@@ -158,11 +160,12 @@ def train(args: Args) -> Path:
             print(f"{run_dir} already finished; nothing to do")
         else:
             with rundir.disk_guard(run_dir):  # a full disk anywhere (e.g. TensorBoard's writer): one line
-                _train(args, dials, run_dir, agent.to(args.device))
+                _train(args, dials, eval_dials, run_dir, agent.to(args.device))
     return run_dir
 
 
-def _train(args: Args, dials: dict[str, Any], run_dir: Path, agent: ActorCritic) -> None:
+def _train(args: Args, dials: dict[str, Any], eval_dials: dict[str, dict[str, Any]], run_dir: Path,
+           agent: ActorCritic) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -214,7 +217,7 @@ def _train(args: Args, dials: dict[str, Any], run_dir: Path, agent: ActorCritic)
                 "next_eval": next_eval, "params": params, "config": config}
 
     if resume_from is None:  # the untrained policy: t = 0 of the curves
-        last = evaluate_and_log(agent, args, dials, writer, run_dir, global_step, meta, core.task.channels)
+        last = evaluate_and_log(agent, args, eval_dials, writer, run_dir, global_step, meta, core.task.channels)
         next_eval = global_step + args.eval_every
         writer.flush()  # everything up to this step is on disk before the checkpoint exists
         rundir.save_checkpoint(run_dir, global_step, checkpoint())
@@ -319,7 +322,7 @@ def _train(args: Args, dials: dict[str, Any], run_dir: Path, agent: ActorCritic)
 
         # ----- evaluation and checkpoint ---------------------------------------------------
         if global_step >= next_eval or iteration == num_iterations:
-            last = evaluate_and_log(agent, args, dials, writer, run_dir, global_step, meta, core.task.channels)
+            last = evaluate_and_log(agent, args, eval_dials, writer, run_dir, global_step, meta, core.task.channels)
             next_eval = global_step + args.eval_every
             writer.flush()  # everything up to this step is on disk before the checkpoint exists
             rundir.save_checkpoint(run_dir, global_step, checkpoint())
@@ -353,15 +356,16 @@ def log_run_header(writer: SummaryWriter, config: dict[str, Any], params: int) -
         writer.file_writer.add_summary(s)
 
 
-def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, Any], writer: SummaryWriter, run_dir: Path,
-                     step: int, meta: dict[str, Any], channels: tuple[str, ...]) -> dict[str, float]:
+def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, dict[str, Any]], writer: SummaryWriter,
+                     run_dir: Path, step: int, meta: dict[str, Any], channels: tuple[str, ...]) -> dict[str, float]:
     """Play ``eval_episodes`` fresh levels of each split with the current policy (its own seeded
     sampler: the training run's random stream is untouched); log the metrics, pictures, ``evals.jsonl``
-    line and the episodes file. Returns the headline numbers."""
+    line and the episodes file. ``dials[split]``: the env dials of each split's levels. Returns the
+    headline numbers."""
     agent.eval()
     results, last = [], {}
     for split in ("train", "test"):
-        res = evaluate(agent, args.env, split, args.eval_episodes, dials, seed=args.seed, device=args.device)
+        res = evaluate(agent, args.env, split, args.eval_episodes, dials[split], seed=args.seed, device=args.device)
         results.append(res)
         m = res.metrics()
         for k, v in m.items():

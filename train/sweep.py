@@ -1,7 +1,16 @@
 """Sweeps: every (env, rung, dial values, seed) trial of a grid, each one ``train`` run.
 
     capgap sweep --env capgap/CheeseCorner-v0 --rungs 0..5 --seeds 0..4 \\
-        --dial p_disambiguate=0,0.02,0.1 --out sweeps/corner --total-steps 2_000_000
+        --grid p_disambiguate=0,0.02,0.1 --out sweeps/corner --total-steps 2_000_000
+
+The grid (``--grid NAME=V1,V2``, repeatable) runs over env dials and over ``num_levels``, the
+number of fixed training levels. A **repair sweep** fine-tunes the finished runs of another
+sweep: ``--init-from SWEEP_DIR`` starts each trial from the run there of the same env, rung,
+family and seed (``--init-where p_disambiguate=0`` picks among several)::
+
+    capgap sweep --env capgap/CheeseCorner-v0 --rungs 0..3 --seeds 0..2 --out sweeps/repair \\
+        --init-from sweeps/corner --init-where p_disambiguate=0 \\
+        --grid num_levels=1,10,100,1000 --dials p_disambiguate=1 --total-steps 250_000
 
 Flags the sweep does not know pass through to every trial's ``capgap train`` (``--total-steps``,
 ``--dials size=9``, ``--lr``...). Trials land in ``<out>/runs/<run name>``, named so
@@ -52,26 +61,86 @@ class Sweep:
     """Dial name -> values as written (``"0.1"``); trials take the cartesian product. Each trial's
     ``capgap train`` parses its dials, once, like any run's."""
     base: Args
-    """Training config shared by every trial (its env, rung, seed and out are overridden)."""
+    """Training config shared by every trial (its env, rung, seed and out are overridden). A
+    ``base.init_from`` that is a sweep dir (or a dir of runs) makes this a repair sweep: see
+    :func:`source_run`."""
     out: Path
+    init_where: tuple[str, ...] = ()
+    """``name=value`` dials that the source run of a repair sweep's trial must have."""
 
     def trials(self) -> list[Args]:
         names = list(self.grid)
         out = []
         for env, rung_, values, seed in itertools.product(self.envs, self.rungs, itertools.product(
                 *self.grid.values()), self.seeds):
+            point = dict(zip(names, values, strict=True))
+            settings = {k: _setting(k, point.pop(k)) for k in TRAIN_AXES if k in point}
             swept = {**{d.partition("=")[0]: d for d in self.base.dials},
-                     **{name: f"{name}={v}" for name, v in zip(names, values, strict=True)}}
+                     **{name: f"{name}={v}" for name, v in point.items()}}
             dials = tuple(swept[k] for k in sorted(swept))
-            out.append(with_budget(dataclasses.replace(self.base, env=env, rung=rung_, seed=seed, dials=dials,
-                                                       out=str(self.out / "runs"), progress=False, name="")))
+            trial = with_budget(dataclasses.replace(self.base, env=env, rung=rung_, seed=seed, dials=dials,
+                                                    out=str(self.out / "runs"), progress=False, name="", **settings))
+            if self.repairs():
+                trial = dataclasses.replace(trial, init_from=str(source_run(Path(self.base.init_from), trial,
+                                                                            self.init_where)))
+            out.append(trial)
         return out
+
+    def repairs(self) -> bool:
+        """Whether the trials fine-tune the runs of another sweep (``base.init_from`` is not one run)."""
+        src = Path(self.base.init_from) if self.base.init_from else None
+        return src is not None and src.is_dir() and not (src / "config.json").exists()
 
     def config(self) -> dict[str, Any]:
         base = config_of(self.base)
         for k in ("env", "rung", "seed", "out", "progress", "name", "threads"):
             base.pop(k)
-        return {"envs": self.envs, "rungs": self.rungs, "seeds": self.seeds, "grid": self.grid, "train": base}
+        extra = {"init_where": list(self.init_where)} if self.init_where else {}
+        return {"envs": self.envs, "rungs": self.rungs, "seeds": self.seeds, "grid": self.grid, "train": base, **extra}
+
+
+TRAIN_AXES: tuple[str, ...] = ("num_levels",)
+"""Training settings a grid may sweep besides env dials (each trial's run name and its records'
+``setting`` tell the arms apart; see ``capgap.eval.records.SETTING_KEYS``)."""
+
+
+def _setting(name: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise CapgapError(f"--grid {name}={value}: {name} takes whole numbers >= 0 (0 = unlimited fresh levels)")
+    return n
+
+
+def source_run(root: Path, trial: Args, where: Iterable[str] = ()) -> Path:
+    """The finished run under ``root`` (a sweep dir, or a dir of run dirs) that ``trial`` fine-tunes:
+    the one of the same env, rung, family and seed whose dials include every ``where`` pair
+    (``p_disambiguate=0``). One-line errors when none or several match, or it is unfinished."""
+    want = parse_dials(tuple(where))
+    runs = root / "runs" if (root / "runs").is_dir() else root
+    r = rung(trial.rung).name
+    found = []
+    for config_path in sorted(runs.glob("*/config.json")):
+        c = json.loads(config_path.read_text())
+        if (c.get("env"), c.get("family"), c.get("seed")) != (trial.env, trial.family, trial.seed):
+            continue
+        if rung(c["rung"]).name != r:
+            continue
+        dials = parse_dials(tuple(c.get("dials", ())))
+        if all(k in dials and dials[k] == v for k, v in want.items()):
+            found.append(config_path.parent)
+    what = f"{trial.env.split('/')[-1]} {r} ({trial.family}) seed {trial.seed}"
+    if not found:
+        raise CapgapError(f"--init-from {root}: no run of {what}" + (f" with {' '.join(where)}" if where else "")
+                          + "; train it first or fix --init-where")
+    if len(found) > 1:
+        raise CapgapError(f"--init-from {root}: {len(found)} runs of {what} match ({found[0].name}, "
+                          f"{found[1].name}, ...); pick one with --init-where, e.g. --init-where p_disambiguate=0")
+    if not rundir.is_done(found[0]):
+        raise CapgapError(f"--init-from {root}: {found[0].name} is not finished; finish that sweep first")
+    return found[0]
 
 
 def parse_range(text: str, what: str) -> list[str]:
@@ -93,7 +162,8 @@ def parse_range(text: str, what: str) -> list[str]:
 
 def parse_grid(specs: Iterable[str]) -> dict[str, list[str]]:
     """``["p_disambiguate=0,0.02,0.1"]`` -> ``{"p_disambiguate": ["0", "0.02", "0.1"]}`` (values stay
-    strings: :func:`validate` checks them, each trial parses its own)."""
+    strings: :func:`validate` checks them, each trial parses its own). A name is an env dial or one
+    of ``TRAIN_AXES``."""
     grid: dict[str, list[str]] = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
@@ -107,6 +177,13 @@ def validate(sweep: Sweep) -> None:
     """Fail fast, with one line, on anything that would make a trial fail at its start."""
     if not sweep.envs or not sweep.rungs or not sweep.seeds:
         raise CapgapError("the sweep grid is empty: give at least one env, rung and seed")
+    fields = {f.name for f in dataclasses.fields(Args)} - set(TRAIN_AXES)
+    for name in sweep.grid:
+        if name in fields:
+            raise CapgapError(f"--grid {name}: a grid runs over env dials and {', '.join(TRAIN_AXES)}; for other "
+                              f"training settings run one sweep per value (--{name.replace('_', '-')} V --out DIR_V)")
+    if sweep.init_where and not sweep.repairs():
+        raise CapgapError("--init-where picks among the runs of a sweep: give --init-from a sweep dir")
     for env in sweep.envs:
         task_class(env)
     for r in sweep.rungs:

@@ -1,0 +1,111 @@
+"""Mitigation studies: the threshold along an axis (α*, k*) and its CI, the sweep that fine-tunes
+another sweep's runs (a repair sweep), and the report that recognises both."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from capgap.eval.mitigation import Point, axes, threshold
+from capgap.train.cli import main
+
+TRAIN = ["--total-steps", "8192", "--eval-every", "4096", "--eval-episodes", "16", "--num-envs", "64",
+         "--num-steps", "16", "--num-minibatches", "4", "--threads", "1"]
+DIALS = ["size=7", "max_steps=30"]
+
+
+def curve(*retentions: list[float]) -> list[Point]:
+    """Points at x = 0, 0.01, 0.1, ... with the given per-seed retentions."""
+    xs = [0.0, 0.01, 0.1, 1.0, 10.0]
+    return [Point(x, {s: {"retention": r} for s, r in enumerate(rs)}, 0) for x, rs in zip(xs, retentions,
+                                                                                          strict=False)]
+
+
+def test_threshold_is_the_first_point_whose_mean_clears_the_bar() -> None:
+    t = threshold(curve([0.2, 0.3, 0.25], [0.5, 0.6, 0.55], [0.85, 0.9, 0.8], [0.95, 1.0, 0.9]))
+    assert t[0] == 0.1 and t[1] <= 0.1 <= t[2]
+    # seeds that agree leave no doubt: the CI is the point
+    assert threshold(curve([0.1] * 3, [0.9] * 3, [0.9] * 3)) == (0.01, 0.01, 0.01)
+
+
+def test_threshold_can_fail_and_says_so() -> None:
+    """A curve that never retains the goal has no threshold: inf, not the largest value tried."""
+    assert threshold(curve([0.2, 0.3], [0.4, 0.5], [0.7, 0.79])) == (math.inf, math.inf, math.inf)
+
+
+def test_threshold_ci_widens_with_disagreeing_seeds() -> None:
+    """One seed retaining the goal at 0.01 and two not: the point estimate says 0.1 (mean 0.43
+    at 0.01), and the bootstrap CI reaches down to where the lucky seed alone would put it."""
+    t = threshold(curve([0.1, 0.1, 0.1], [1.0, 0.2, 0.1], [0.9, 0.9, 0.9]))
+    assert t == (0.1, 0.01, 0.1)
+
+
+def test_axes_are_the_numeric_settings_that_vary() -> None:
+    groups = [("E", "p_disambiguate=0,size=7", "", "nano"), ("E", "p_disambiguate=0.1,size=7", "", "nano"),
+              ("E", "p_disambiguate=1,size=7", "init_from=E__nano__p=0,num_levels=4", "nano"),
+              ("E", "p_disambiguate=1,size=7", "init_from=E__nano__p=0,num_levels=16", "nano")]
+    assert axes(groups) == ["num_levels", "p_disambiguate"]
+    assert axes(groups[:1]) == []
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dial sweep: nano, 2 seeds, p_disambiguate 0 and 1 (the source of the repair sweep below)."""
+    out = tmp_path_factory.mktemp("mit") / "alpha"
+    assert main(["sweep", "--out", str(out), "--rungs", "nano", "--seeds", "0..1", "--no-progress", "--workers", "2",
+                 "--grid", "p_disambiguate=0,1", *TRAIN, "--dials", *DIALS]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def repair(source: Path) -> Path:
+    out = source.parent / "repair"
+    assert main(["sweep", "--out", str(out), "--rungs", "nano", "--seeds", "0..1", "--no-progress", "--workers", "2",
+                 "--init-from", str(source), "--init-where", "p_disambiguate=0", "--grid", "num_levels=1,4",
+                 *TRAIN, "--dials", *DIALS, "p_disambiguate=1"]) == 0
+    return out
+
+
+def test_a_repair_sweep_fine_tunes_the_matching_runs(source: Path, repair: Path) -> None:
+    runs = sorted(p.name for p in (repair / "runs").iterdir())
+    assert runs == [f"CheeseCorner-v0__nano__max_steps=30__p_disambiguate=1__size=7__levels={k}__from="
+                    f"CheeseCorner-v0__nano__max_steps=30__p_disambiguate=0__size=7__s{s}__s{s}"
+                    for k in (1, 4) for s in (0, 1)]
+    import json
+
+    rec = json.loads((repair / "runs" / runs[0] / "episodes" / f"step_{0:010d}.jsonl").read_text().splitlines()[0])
+    assert rec["setting"] == "init_from=CheeseCorner-v0__nano__max_steps=30__p_disambiguate=0__size=7,num_levels=1"
+
+
+def test_a_repair_sweep_refuses_an_ambiguous_source(source: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--out", str(tmp_path / "r"), "--rungs", "nano", "--seeds", "0", "--no-progress",
+                 "--init-from", str(source), "--grid", "num_levels=1,4", *TRAIN, "--dials", *DIALS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "2 runs of CheeseCorner-v0 nano (conv) seed 0 match" in err and "--init-where" in err and "\n" not in err
+    assert main(["sweep", "--out", str(tmp_path / "r"), "--rungs", "micro", "--seeds", "0", "--no-progress",
+                 "--init-from", str(source), "--init-where", "p_disambiguate=0", "--grid", "num_levels=1,4",
+                 *TRAIN, "--dials", *DIALS]) == 2
+    assert "no run of CheeseCorner-v0 micro (conv) seed 0 with p_disambiguate=0" in capsys.readouterr().err
+
+
+def test_the_report_recognises_dial_and_repair_sweeps(source: Path, repair: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(source)]) == 0
+    out = capsys.readouterr().out
+    assert "## α*: the smallest p_disambiguate with goal retention" in out
+    assert (source / "report" / "mitigation.png").stat().st_size > 0
+    assert (source / "report" / "thresholds.png").stat().st_size > 0
+    assert main(["report", str(repair)]) == 0
+    md = (repair / "report" / "mitigation.md").read_text()
+    assert "## k*: the smallest num_levels with goal retention" in md
+    assert "repair / scratch" in md and "| before | 2 |" in md
+    # a plain sweep is no study
+    plain = source.parent / "plain"
+    assert main(["sweep", "--out", str(plain), "--rungs", "nano", "--seeds", "0", "--no-progress",
+                 *TRAIN, "--dials", *DIALS]) == 0
+    capsys.readouterr()
+    assert main(["report", str(plain)]) == 0
+    assert "Mitigation" not in capsys.readouterr().out and not (plain / "report" / "mitigation.md").exists()
