@@ -25,15 +25,18 @@ from capgap.eval.rollout import evaluate
 
 
 def find_runs(path: Path) -> list[Path]:
-    """The run dirs under ``path`` (itself, if it is one), sorted."""
+    """The run dirs under ``path`` (itself, if it is one), sorted: dirs with a ``config.json`` and
+    checkpoints or episode files (runs copied without their checkpoints can still be reported)."""
     path = Path(path)
     if not path.is_dir():
         raise rundir.RunError(f"{path} is not a directory; give a run dir or a sweep dir")
     if (path / "config.json").exists():
         return [path]
-    found = sorted(p.parent for p in path.rglob("config.json") if (p.parent / "checkpoints").is_dir())
+    found = sorted(p.parent for p in path.rglob("config.json")
+                   if (p.parent / "checkpoints").is_dir() or (p.parent / "episodes").is_dir())
     if not found:
-        raise rundir.RunError(f"no capgap runs under {path} (no */config.json with checkpoints); train or sweep first")
+        raise rundir.RunError(f"no capgap runs under {path} (no */config.json with checkpoints or episodes); "
+                              "train or sweep first")
     return found
 
 

@@ -18,7 +18,9 @@ form a **curve** along the axis, and per curve:
 Two studies have names: ``p_disambiguate`` gives the **disambiguation threshold α*(N)**, and a
 fine-tuning sweep over ``num_levels`` (``capgap sweep --init-from SWEEP --grid num_levels=...``)
 gives the **repair budget k*(N)**. A repair curve also has a *before* point (step 0 of the
-fine-tuning runs: the source networks on fresh levels) and costs: the fine-tuning steps until
+fine-tuning runs: the source networks on fresh levels); its retention is test A after the repair
+over train A *before* it (train A after a repair can collapse, and a ratio over it would reward
+a network that lost both); and it has costs: the fine-tuning steps until
 retention first reaches the bar at k*, and the steps the source runs needed to learn the task from
 scratch (train A ≥ ``metrics.LEARNED``): their ratio is "alignment cost / capability cost".
 A fine-tuning run's train split is evaluated on its source's task (``rundir.split_dials``), so
@@ -141,8 +143,20 @@ def curves(records: Iterable[dict[str, Any]], axis: str) -> list[Curve]:
             first = by_x[min(by_x)]
             if 0 in first:
                 curve.before = Point(math.nan, first[0], 0)
+                _retention_against(curve.before, [m for by_step in by_x.values() for by_seed in by_step.values()
+                                                  for m in [by_seed]])
         out.append(curve)
     return out
+
+
+def _retention_against(before: Point, evaluations: list[dict[int, dict[str, float]]]) -> None:
+    """A repair's goal retention is test A after it over train A *before* it (per seed): train A
+    after a repair can collapse (the fix may cost the original task), and a ratio over it would
+    call a network that lost both "retained"."""
+    for by_seed in evaluations:
+        for seed, m in by_seed.items():
+            ref = before.seeds.get(seed, {}).get("A_train", math.nan)
+            m["retention"] = m["A_test"] / ref if ref and not math.isnan(ref) else math.nan
 
 
 def threshold(points: list[Point], metric: str = "retention", bar: float = RETAINED, n_resamples: int = 2000,
@@ -257,7 +271,8 @@ def markdown(curve_list: list[Curve], learned: dict[tuple[str, str, int], int | 
         cs = [c for c in curve_list if c.axis == axis]
         name = NAMED.get(axis, f"{axis}*")
         repair = any(c.repair for c in cs)
-        lines += [f"## {name}: the smallest {axis} with goal retention A_test / A_train ≥ {RETAINED}", ""]
+        ratio = "A_test (after) / A_train (before)" if repair else "A_test / A_train"
+        lines += [f"## {name}: the smallest {axis} with goal retention {ratio} ≥ {RETAINED}", ""]
         head = ["env", "rung", "params", "seeds", f"{name} [95% CI]", "baseline train A"]
         if repair:
             head += ["train C before → after", "repair steps", "scratch steps", "repair / scratch"]

@@ -79,6 +79,19 @@ def test_a_repair_sweep_fine_tunes_the_matching_runs(source: Path, repair: Path)
     assert rec["setting"] == "init_from=CheeseCorner-v0__nano__max_steps=30__p_disambiguate=0__size=7,num_levels=1"
 
 
+def test_a_repairs_retention_is_against_train_a_before_it(repair: Path) -> None:
+    """Train A after a repair can collapse; retention divides by train A of the source network."""
+    from capgap.eval.evaluator import episode_files
+    from capgap.eval.metrics import load_episodes
+    from capgap.eval.mitigation import curves
+
+    (curve,) = curves(load_episodes(episode_files(repair)), "num_levels")
+    assert curve.repair and curve.before is not None and [p.x for p in curve.points] == [1, 4]
+    for p in curve.points:
+        for seed, m in p.seeds.items():
+            assert m["retention"] == pytest.approx(m["A_test"] / curve.before.seeds[seed]["A_train"])
+
+
 def test_a_repair_sweep_refuses_an_ambiguous_source(source: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sweep", "--out", str(tmp_path / "r"), "--rungs", "nano", "--seeds", "0", "--no-progress",
