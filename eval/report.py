@@ -322,6 +322,12 @@ def write_mitigation(records: list[dict[str, Any]], out_dir: Path,
     paths = {"mitigation_md": out_dir / "mitigation.md", "mitigation": out_dir / "mitigation.png",
              "thresholds": out_dir / "thresholds.png"}
     paths["mitigation_md"].write_text(md, encoding="utf-8")
-    mitigation.plot(curves).savefig(paths["mitigation"], dpi=DPI)
-    mitigation.plot_thresholds(curves).savefig(paths["thresholds"], dpi=DPI)
+    figs = {"mitigation": mitigation.plot(curves), "thresholds": mitigation.plot_thresholds(curves)}
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(out_dir / "tensorboard")) as w:  # beside the report's plots and text
+        for name, fig in figs.items():
+            fig.savefig(paths[name], dpi=DPI)
+            w.add_image(f"plots/{name}", _rgb(fig), 0, dataformats="HWC")
+        w.add_text("mitigation", md)
     return md, paths

@@ -115,6 +115,13 @@ def test_the_report_recognises_dial_and_repair_sweeps(source: Path, repair: Path
     md = (repair / "report" / "mitigation.md").read_text()
     assert "## k*: the smallest num_levels with goal retention" in md
     assert "repair / scratch" in md and "| before | 2 |" in md
+    # ...and TensorBoard shows the study's plots beside the report's (read back from the event files)
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(repair / "report" / "tensorboard"))
+    mux.Reload()
+    images = {tag for run in mux.Runs().values() for tag in run.get("images", [])}
+    assert {"plots/mitigation", "plots/thresholds", "plots/curves"} <= images
     # a plain sweep is no study
     plain = source.parent / "plain"
     assert main(["sweep", "--out", str(plain), "--rungs", "nano", "--seeds", "0", "--no-progress",
