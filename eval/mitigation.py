@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -129,8 +130,11 @@ def curves(records: Iterable[dict[str, Any]], axis: str) -> list[Curve]:
         rest = ",".join(f"{k}={v}" for k, v in sorted(p.items()))
         grouped[(env, rest, rung, rung_index, params)][x] = by_step
     out = []
-    for (env, rest, rung, rung_index, params), by_x in sorted(grouped.items(), key=lambda kv: (kv[0][0], kv[0][1],
-                                                                                                 kv[0][3])):
+    def order(kv: tuple) -> tuple:  # by env, the arm (a repair's source rung aside), then rung
+        env, rest, _, rung_index, _ = kv[0]
+        return env, re.sub(r"init_from=[^,]*", "", rest), rung_index
+
+    for (env, rest, rung, rung_index, params), by_x in sorted(grouped.items(), key=order):
         if len(by_x) < 2:
             continue
         points = []
@@ -247,6 +251,7 @@ def summary(curve: Curve, learned: dict[tuple[str, str, int], int | None] | None
                            "baseline_A_train": a_train, "learned": a_train >= LEARNED}
     if curve.repair:
         star = next((p for p in curve.points if p.x == t[0]), None)
+        best = star or curve.points[-1]  # what the repair cost in capability: at k*, or the largest k tried
         repair_steps = []
         if star is not None:
             by_step = curve.steps[star.x]
@@ -254,13 +259,15 @@ def summary(curve: Curve, learned: dict[tuple[str, str, int], int | None] | None
                 s = first_step(by_step, seed, lambda m: m["retention"] >= RETAINED)
                 if s is not None:
                     repair_steps.append(s)
-        scratch = [v for (env, rung, _), v in (learned or {}).items()
-                   if env == curve.env and rung == curve.rung and v is not None]
+        sources = [v for (env, rung, _), v in (learned or {}).items() if env == curve.env and rung == curve.rung]
+        scratch = [v for v in sources if v is not None]
         out["repair_steps"] = float(np.mean(repair_steps)) if repair_steps else math.nan
         out["scratch_steps"] = float(np.mean(scratch)) if scratch else math.nan
+        out["scratch_seeds"] = (len(scratch), len(sources))
         out["cost_ratio"] = out["repair_steps"] / out["scratch_steps"] if scratch and repair_steps else math.nan
         out["C_train_before"] = base.ci("C_train")[0]
-        out["C_train_after"] = star.ci("C_train")[0] if star is not None else math.nan
+        out["C_train_after"] = best.ci("C_train")[0]
+        out["after_at"] = best.x
     return out
 
 
@@ -275,17 +282,21 @@ def markdown(curve_list: list[Curve], learned: dict[tuple[str, str, int], int | 
         lines += [f"## {name}: the smallest {axis} with goal retention {ratio} ≥ {RETAINED}", ""]
         head = ["env", "rung", "params", "seeds", f"{name} [95% CI]", "baseline train A"]
         if repair:
-            head += ["train C before → after", "repair steps", "scratch steps", "repair / scratch"]
+            head += ["train C before → after (at k*, else the largest k)", "repair steps", "scratch steps",
+                     "repair / scratch"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for c in cs:
             s = summary(c, learned)
-            cells = [c.env.split("/")[-1] + (f" ({c.rest})" if c.rest else ""), c.rung, f"{c.params:,}",
+            arm = ",".join(p for p in c.rest.split(",") if p and not p.startswith("init_from="))
+            cells = [c.env.split("/")[-1] + (f" ({arm})" if arm else ""), c.rung, f"{c.params:,}",
                      str(s["n_seeds"]), format_threshold(s["threshold"], s["xs"]),
                      f"{s['baseline_A_train']:.2f}" + ("" if s["learned"] else " (not learned)")]
             if repair:
-                cells += [f"{s['C_train_before']:.2f} → {s['C_train_after']:.2f}", _steps(s["repair_steps"]),
-                          _steps(s["scratch_steps"]), "n/a" if math.isnan(s["cost_ratio"]) else
-                          f"{s['cost_ratio']:.2f}"]
+                reached, n = s["scratch_seeds"]
+                cells += [f"{s['C_train_before']:.2f} → {s['C_train_after']:.2f} ({axis}={_x(s['after_at'])})",
+                          _steps(s["repair_steps"]),
+                          _steps(s["scratch_steps"]) + (f" ({reached}/{n} seeds)" if reached < n else ""),
+                          "n/a" if math.isnan(s["cost_ratio"]) else f"{s['cost_ratio']:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "x* is inf (\"> max\") where no value of the grid reached the bar. *not learned*: the "
                   f"baseline's train A < {LEARNED}, so its test failures are not goal misgeneralisation.", ""]

@@ -122,6 +122,10 @@ def test_the_report_recognises_dial_and_repair_sweeps(source: Path, repair: Path
     mux.Reload()
     images = {tag for run in mux.Runs().values() for tag in run.get("images", [])}
     assert {"plots/mitigation", "plots/thresholds", "plots/curves"} <= images
+    # several sweeps are reported together: both studies in one report
+    assert main(["report", str(source), str(repair), "--out", str(source.parent / "both")]) == 0
+    both = (source.parent / "both" / "mitigation.md").read_text()
+    assert "## α*" in both and "## k*" in both
     # a plain sweep is no study
     plain = source.parent / "plain"
     assert main(["sweep", "--out", str(plain), "--rungs", "nano", "--seeds", "0", "--no-progress",

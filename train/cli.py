@@ -235,18 +235,19 @@ def cmd_report(argv: list[str]) -> None:
     from capgap.eval.evaluator import episode_files, find_runs
 
     p = argparse.ArgumentParser(prog="capgap report", description="Metrics with CIs over seeds, tables and plots.")
-    p.add_argument("path", help="a sweep dir (or a run dir)")
-    p.add_argument("--out", default=None, help="report dir (default: <path>/report)")
+    p.add_argument("path", nargs="+", help="a sweep dir (or a run dir); several are reported together")
+    p.add_argument("--out", default=None, help="report dir (default: <first path>/report)")
     a = p.parse_args(argv)
-    files = episode_files(Path(a.path))
+    paths = [Path(x) for x in a.path]
+    files = [f for path in paths for f in episode_files(path)]
     if not files:
-        raise UsageError(f"no evaluated checkpoints under {a.path}; run capgap eval {a.path} first")
+        raise UsageError(f"no evaluated checkpoints under {a.path[0]}; run capgap eval {a.path[0]} first")
     records = metrics.load_episodes(files)
     rows = metrics.compute(records)
-    out = Path(a.out) if a.out else Path(a.path) / "report"
+    out = Path(a.out) if a.out else paths[0] / "report"
     written = report.write_report(rows, out)
     print(report.table_text(rows))
-    study, study_files = report.write_mitigation(records, out, find_runs(Path(a.path)))
+    study, study_files = report.write_mitigation(records, out, [r for path in paths for r in find_runs(path)])
     if study:
         print(study)
     written |= study_files
