@@ -41,11 +41,11 @@ class MonsterShields(Task):
     In training there are as many monsters as shields, and enough of them that shields first
     is the better plan (mean return of scripted agents on 300 training levels: shields first
     1.82, apples first while dodging monsters 1.71, apples ignoring monsters 1.25): every
-    shield taken saves bites, and no shield is ever spare. On the test split there is one monster and six shields: beyond the first,
-    the shields are worthless, and an agent that learned to want shields for their own sake
-    goes on collecting them instead of apples. Shah et al.'s version separates the splits by
-    episode length (short in training, long at test); here the counts do it, and both splits
-    share ``max_steps``.
+    shield taken saves bites, and no shield is ever spare. On the test split there is one
+    monster and six shields: beyond the first, the shields are worthless, and an agent that
+    learned to want shields for their own sake goes on collecting them instead of apples.
+    Shah et al.'s version separates the splits by episode length (short in training, long at
+    test); here the counts do it, and both splits share ``max_steps``.
 
     ## Monsters
     A fixed rule, deterministic given the state: a monster steps one cell along the axis on which
