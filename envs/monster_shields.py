@@ -157,35 +157,33 @@ class MonsterShields(Task):
     def _meet(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Monsters on the agent's cell die to held shields, in slot order; (B, slots) bool: the
         ones that found it unshielded (they bite, and stay)."""
-        bites = []
-        for j in range(self.slots):
-            hit = x[:, MONSTER + j] == pos
-            armed = x[:, HELD] > 0
-            kill = hit & armed
-            x[:, HELD] -= kill.long()
-            x[:, MONSTERS_LEFT] -= kill.long()
-            x[:, MONSTER + j] = torch.where(kill, -1, x[:, MONSTER + j])
-            bites.append(hit & ~armed)
-        return torch.stack(bites, 1) if bites else torch.zeros((len(pos), 0), dtype=torch.bool, device=pos.device)
+        mons = x[:, MONSTER:MONSTER + self.slots]  # a view: writes go to x
+        hit = mons == pos.unsqueeze(1)
+        kill = hit & (hit.long().cumsum(1) <= x[:, HELD:HELD + 1])  # one shield each, in slot order
+        used = kill.sum(1)
+        x[:, HELD] -= used
+        x[:, MONSTERS_LEFT] -= used
+        mons.masked_fill_(kill, -1)
+        return hit & ~kill
 
     def _chase(self, view: View, moving: torch.Tensor) -> None:
-        """Every monster of the envs where ``moving`` takes one step toward the agent (the fixed rule)."""
-        x, s = view.extra, self.size
-        wall = view.plane("wall")
-        ay, ax = view.pos // s, view.pos % s
-        mons = x[:, MONSTER:MONSTER + self.slots]  # a view: each move is seen by the next monster
-        for j in range(self.slots):
-            p = mons[:, j]
-            dy, dx = ay - p // s, ax - p % s
-            first_vertical = (dy.abs() > dx.abs()) | ((dy.abs() == dx.abs()) & x[:, MONSTER + self.slots + j].bool())
-            vert, horiz = torch.sign(dy) * s, torch.sign(dx)
-            options = torch.stack([torch.where(first_vertical, vert, horiz),
-                                   torch.where(first_vertical, horiz, vert)], 1)
-            cand = p.unsqueeze(1) + options  # (B, 2)
-            free = (options != 0) & (wall.gather(1, cand.clamp(0, s * s - 1)) == 0)
-            free &= ~(cand.unsqueeze(2) == mons.unsqueeze(1)).any(2)
-            go = moving & (p >= 0) & free.any(1)
-            mons[:, j] = torch.where(go, torch.where(free[:, 0], cand[:, 0], cand[:, 1]), p)
+        """Every monster of the envs where ``moving`` takes one step toward the agent (the fixed
+        rule). Directions are computed for all monsters at once; the moves are then made in slot
+        order, so that a monster sees where the ones before it went."""
+        x, s, m = view.extra, self.size, self.slots
+        mons = x[:, MONSTER:MONSTER + m]  # a view: writes go to x
+        dy = (view.pos // s).unsqueeze(1) - mons // s
+        dx = (view.pos % s).unsqueeze(1) - mons % s
+        first_vertical = (dy.abs() > dx.abs()) | ((dy.abs() == dx.abs()) & x[:, MONSTER + m:MONSTER + 2 * m].bool())
+        vert, horiz = torch.sign(dy) * s, torch.sign(dx)
+        options = torch.stack([torch.where(first_vertical, vert, horiz), torch.where(first_vertical, horiz, vert)], 2)
+        cand = mons.unsqueeze(2) + options  # (B, slots, 2): first choice, second choice
+        wall = view.plane("wall").gather(1, cand.reshape(len(cand), -1).clamp(0, s * s - 1)).view(cand.shape)
+        ok = (options != 0) & (wall == 0) & ((mons >= 0) & moving.unsqueeze(1)).unsqueeze(2)
+        for j in range(m):
+            c = cand[:, j]
+            free = ok[:, j] & ~(c.unsqueeze(2) == mons.unsqueeze(1)).any(2)  # no monster there now
+            mons[:, j] = torch.where(free[:, 0], c[:, 0], torch.where(free[:, 1], c[:, 1], mons[:, j]))
 
     def step(self, view: View, here: torch.Tensor) -> Events:
         x = view.extra
