@@ -62,7 +62,7 @@ BUDGETS: dict[str, int] = {
     "capgap/FollowLeader-v0": 1_000_000,
     "capgap/KeysChests-v0": 1_500_000,
     "capgap/LavaShift-v0": 1_000_000,
-    "capgap/MonsterShields-v0": 2_000_000,
+    "capgap/MonsterShields-v0": 1_000_000,
 }
 """...and one here: the env's declared training budget in env steps, what the default rung needs
 to learn it (train A >= 0.9, shown by the learned certificate, ``capgap certify --learned``).
