@@ -24,8 +24,10 @@ from .cheese_dish import CheeseDish
 from .colour_shape import ColourShape
 from .core import ACTIONS, Episodes, GridCore
 from .env import CapgapEnv, CapgapVectorEnv, observation_space
+from .follow_leader import FollowLeader
 from .keys_chests import KeysChests
 from .lava_shift import LavaShift
+from .monster_shields import MonsterShields
 from .task import (
     GOAL,
     NEITHER,
@@ -46,8 +48,10 @@ TASKS: dict[str, type[Task]] = {
     "capgap/CheeseCorner-v0": CheeseCorner,
     "capgap/CheeseDish-v0": CheeseDish,
     "capgap/ColourShape-v0": ColourShape,
+    "capgap/FollowLeader-v0": FollowLeader,
     "capgap/KeysChests-v0": KeysChests,
     "capgap/LavaShift-v0": LavaShift,
+    "capgap/MonsterShields-v0": MonsterShields,
 }
 """Every registered env id and its task. Register a new task here (and import it above)..."""
 
@@ -55,8 +59,10 @@ BUDGETS: dict[str, int] = {
     "capgap/CheeseCorner-v0": 1_000_000,
     "capgap/CheeseDish-v0": 2_500_000,
     "capgap/ColourShape-v0": 1_000_000,
+    "capgap/FollowLeader-v0": 1_000_000,
     "capgap/KeysChests-v0": 1_500_000,
     "capgap/LavaShift-v0": 1_000_000,
+    "capgap/MonsterShields-v0": 1_000_000,
 }
 """...and one here: the env's declared training budget in env steps, what the default rung needs
 to learn it (train A >= 0.9, shown by the learned certificate, ``capgap certify --learned``).
@@ -107,10 +113,12 @@ __all__ = [
     "DialError",
     "Episodes",
     "Events",
+    "FollowLeader",
     "GridCore",
     "KeysChests",
     "LavaShift",
     "Levels",
+    "MonsterShields",
     "Task",
     "View",
     "format_dials",

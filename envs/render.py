@@ -27,6 +27,12 @@ STYLE: dict[str, tuple[tuple[int, int, int], str, str]] = {
     "red": ((220, 40, 40), "r", "full"),
     "green": ((40, 180, 60), "g", "full"),
     "blue": ((50, 90, 230), "b", "full"),
+    "target": ((40, 200, 70), "T", "diamond"),
+    "leader": ((255, 140, 0), "L", "circle"),
+    "trail": ((120, 80, 30), ".", "ring"),
+    "apple": ((220, 30, 50), "a", "circle"),
+    "shield": ((90, 170, 255), "S", "square"),
+    "monster": ((170, 40, 200), "M", "triangle"),
 }
 _DEFAULT = ((200, 0, 200), "?", "square")
 _COLOURS = ("red", "green", "blue")

@@ -97,7 +97,8 @@ class View:
 
     Args:
         channels: the task's plane names (``Task.channels``), in order.
-        obs: (B, C, S, S) uint8 observation planes (written in place by :meth:`clear_here`, :meth:`fill`).
+        obs: (B, C, S, S) uint8 observation planes (written in place by :meth:`clear_here`,
+            :meth:`fill`, :meth:`put`).
         pos: (B,) long flat index ``y * S + x`` of each agent's cell.
         extra: (B, E) long per-env state, columns named by ``Task.extras``; the task edits it in place.
     """
@@ -114,7 +115,8 @@ class View:
         return self.channels.index(name)
 
     def plane(self, name: str) -> torch.Tensor:
-        """(B, S*S) view of the plane ``name`` (read it; write through :meth:`clear_here` / :meth:`fill`)."""
+        """(B, S*S) view of the plane ``name`` (read it; write it through :meth:`clear_here`,
+        :meth:`fill` or :meth:`put`)."""
         return self.obs[:, self.channel(name)].reshape(self.num_envs, -1)
 
     def clear_here(self, name: str, where: torch.Tensor) -> None:
@@ -128,6 +130,16 @@ class View:
         """Fill the whole plane ``name`` of envs ``ids`` (1-D long) with ``values`` (one per id),
         e.g. a plane that shows a count."""
         self.obs[ids, self.channel(name)] = values.to(torch.uint8).view(-1, 1, 1)
+
+    def put(self, name: str, cells: torch.Tensor, value: int) -> None:
+        """Set the plane ``name`` to ``value`` at flat cells ``cells`` of every env: (B,) or (B, k)
+        long, one row per env (a leader's or a monster's new cell). Entries below 0 are skipped
+        (a monster that is gone), so a task writes every env's cells in one call, with no mask."""
+        cells = cells.reshape(self.num_envs, -1)
+        flat = self.obs.view(-1)
+        ok = cells >= 0
+        index = (self._base.unsqueeze(1) + self.channel(name) * self._hw + cells)[ok]
+        flat[index] = value
 
 
 _DIAL_TYPES: dict[Any, tuple[str, Any]] = {
@@ -224,7 +236,7 @@ class Task:
 
         ``here`` is (B, C): every plane's value at the agent's new cell. The task may edit its
         state ``view.extra`` in place and change planes through ``view.clear_here`` (e.g. remove a
-        picked-up key) and ``view.fill``; it never indexes the engine's buffers.
+        picked-up key), ``view.fill`` and ``view.put``; it never indexes the engine's buffers.
         """
         raise NotImplementedError
 

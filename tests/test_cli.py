@@ -37,6 +37,20 @@ def test_show_prints_a_level(capsys: pytest.CaptureFixture[str]) -> None:
     assert sum(row.count("@") for row in grid) == 1 and sum(row.count("d") for row in grid) == 1
 
 
+def test_show_steps_shows_what_moves(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "capgap/FollowLeader-v0", "--split", "test", "--steps", "3"]) == 0
+    frames = capsys.readouterr().out.split("\n\n")
+    assert len(frames) == 4 and [f.split(":")[0] for f in frames[1:]] == ["step 1", "step 2", "step 3"]
+    grids = ["\n".join(f.splitlines()[1:]) for f in frames]  # below each title line
+    assert grids[0].count(".") == 1 and grids[-1].count(".") >= 3, "the leader's trail grows"
+    assert all(g.count("L") == 1 for g in grids)
+    assert main(["show", "capgap/MonsterShields-v0", "--steps", "2"]) == 0
+    frames = capsys.readouterr().out.split("\n\n")
+    assert len(frames) == 3 and all("\n".join(f.splitlines()[1:]).count("M") == 3 for f in frames)
+    assert main(["show", "capgap/MonsterShields-v0", "--steps", "-1"]) == 2
+    assert "--steps=-1 is out of range" in capsys.readouterr().err
+
+
 def test_certify_prints_and_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["certify", "capgap/LavaShift-v0", "--levels", "100"]) == 0
     out = capsys.readouterr().out

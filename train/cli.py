@@ -1,7 +1,7 @@
 """The ``capgap`` command: one entry point, one subcommand per job.
 
     capgap envs                       list the registered envs and their dials
-    capgap show <env> [--split test]  print a level as text
+    capgap show <env> [--split test]  print a level as text (--steps N: and N steps of it)
     capgap certify [<env> ...]        run the oracle validity certificate
     capgap rungs [--env <id>]         the network ladder's rungs with exact parameter counts (alias: sizes)
     capgap train [--env ...] [--rung ...] [--seed ...] [--total-steps ...]   one PPO run
@@ -48,13 +48,26 @@ def cmd_show(argv: list[str]) -> None:
     p.add_argument("--split", default="train", choices=E.SPLITS)
     p.add_argument("--seed", type=int, default=0, help="env seed (picks the level)")
     p.add_argument("--dial", action="append", default=[], metavar="NAME=VALUE", help="set a dial (repeatable)")
+    p.add_argument("--steps", type=int, default=0, metavar="N",
+                   help="then play N steps of the scripted goal-seeker, printing each (moving things: a leader's "
+                        "trail, monsters)")
     a = p.parse_args(argv)
+    if a.steps < 0:
+        raise UsageError(f"--steps={a.steps} is out of range; expected an integer >= 0")
     core = E.make_core(a.env, 1, split=a.split, autoreset=False, **parse_dials(a.dial))
     core.reset(a.seed)
-    from capgap.envs import render
+    from capgap.envs import oracle, render
 
     print(f"{a.env} split={a.split} level={int(core.level[0])}")
     print(render.text(core.obs[0].numpy(), core.task.channels))
+    for t in range(1, a.steps + 1):
+        action = oracle.act(core, "goal")
+        _, terminated, truncated = core.step(action)
+        print(f"\nstep {t}: {E.ACTIONS[int(action[0])]}")
+        print(render.text(core.obs[0].numpy(), core.task.channels))
+        if bool(terminated[0] | truncated[0]):
+            print(f"episode over: {E.OUTCOMES[int(core.episodes.outcome[0])]}")
+            break
 
 
 def cmd_certify(argv: list[str]) -> None:
