@@ -230,7 +230,7 @@ def cmd_report(argv: list[str]) -> None:
     from pathlib import Path
 
     from capgap.eval import metrics, report
-    from capgap.eval.evaluator import episode_files
+    from capgap.eval.evaluator import episode_files, find_runs
 
     p = argparse.ArgumentParser(prog="capgap report", description="Metrics with CIs over seeds, tables and plots.")
     p.add_argument("path", help="a sweep dir (or a run dir)")
@@ -240,9 +240,11 @@ def cmd_report(argv: list[str]) -> None:
     if not files:
         raise UsageError(f"no evaluated checkpoints under {a.path}; run capgap eval {a.path} first")
     rows = metrics.compute(metrics.load_episodes(files))
+    inspected = [run / "inspect.jsonl" for run in find_runs(Path(a.path)) if (run / "inspect.jsonl").exists()]
+    inspect_rows = metrics.compute_inspections(metrics.load_inspections(inspected)) if inspected else None
     out = Path(a.out) if a.out else Path(a.path) / "report"
-    written = report.write_report(rows, out)
-    print(report.table_text(rows))
+    written = report.write_report(rows, out, inspect_rows=inspect_rows)
+    print(report.table_text(rows, inspect_rows))
     print()
     for name, path in written.items():
         print(f"{name}: {path}")
