@@ -913,6 +913,16 @@ def training_summary(agent: ActorCritic, env_id: str, dials: dict[str, Any], see
     """
     if env_id not in PROBE_ENVS:
         return {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small ops: one thread is fastest, and immune to an oversubscribed machine
+    try:
+        return _training_summary(agent, env_id, dials, seed, fit, episodes)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _training_summary(agent: ActorCritic, env_id: str, dials: dict[str, Any], seed: int, fit: int,
+                      episodes: int) -> dict[str, float]:
     fit_dials = {**dials, **FIT_DIALS}
     names = layer_names(agent)
     tr = play(agent, env_id, "train", levels(fit), fit_dials, seed)
@@ -935,6 +945,12 @@ def training_summary(agent: ActorCritic, env_id: str, dials: dict[str, Any], see
     out |= {f"forecast/{r['layer']}": r["auroc"] for r in fc}
     out["forecast/best"] = best_by(fc, "auroc_val", "auroc", BASELINES)[1]
     return out
+
+
+def inspection_record(summary: dict[str, float], step: int, meta: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """One line of a run's ``inspect.jsonl``: the step, the run's meta (``capgap.eval.records.RUN_KEYS``),
+    the seconds the inspection took and the summary (NaN as ``None``)."""
+    return {"step": step, **meta, "seconds": seconds, **{k: (None if math.isnan(v) else v) for k, v in summary.items()}}
 
 
 # ----- a study of one run, for capgap inspect study ----------------------------------------
