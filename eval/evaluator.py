@@ -1,6 +1,6 @@
 """The evaluator: every checkpoint of every run, on both splits, as per-episode outcome files.
 
-    capgap eval <run dir | sweep dir> [--episodes 512]
+    capgap eval <run dir | sweep dir> [--episodes 512] [--inspect]
 
 For each checkpoint ``checkpoints/step_<t>.pt`` of a run, the policy plays one episode on each
 of ``episodes`` fresh levels of each split (the same levels for every run and checkpoint, and
@@ -8,7 +8,9 @@ disjoint from training levels: see :mod:`capgap.eval.rollout`), and the outcomes
 ``episodes/step_<t>.jsonl`` in the run dir, one JSON object per episode, so any metric can be
 recomputed later. Training already writes these files at each of its evaluations; the
 evaluator fills in what is missing (or has fewer episodes than asked), so it is cheap to rerun
-and resumes where it stopped.
+and resumes where it stopped. With ``--inspect`` it also fills in, for finished runs, the in-training
+inspection of every checkpoint (``inspect.jsonl``, :func:`capgap.eval.inspect.training_summary`):
+the same numbers ``capgap train --inspect`` logs, for runs trained without it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def _complete(path: Path, episodes: int) -> bool:
 
 
 def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate the checkpoints of one run that lack an episodes file; ``job`` = {run_dir, episodes, threads}."""
+    """Evaluate the checkpoints of one run that lack an episodes file; ``job`` = {run_dir, episodes, threads,
+    inspect}: with ``inspect``, also inspect those of a finished run missing from its ``inspect.jsonl``."""
     import torch
 
     from capgap.agents import build
@@ -70,7 +73,32 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
                    for split in ("train", "test")]
         rundir.write_episodes(run_dir, step, [r for res in results for r in res.records(meta, step)])
         written += 1
-    return {"run": run_dir.name, "evaluated": written}
+    inspected = inspect_run(run_dir, agent, config, dials, meta) if job.get("inspect") else 0
+    return {"run": run_dir.name, "evaluated": written, "inspected": inspected}
+
+
+def inspect_run(run_dir: Path, agent: Any, config: dict[str, Any], dials: dict[str, Any], meta: dict[str, Any]) -> int:
+    """Append to a finished run's ``inspect.jsonl`` the inspection of each checkpoint it lacks (a run
+    still training is left alone: its trainer owns the file). Returns how many were added."""
+    import time
+
+    from capgap.eval.inspect import PROBE_ENVS, inspection_record, training_summary
+
+    if not rundir.is_done(run_dir) or config["env"] not in PROBE_ENVS:
+        return 0
+    path = run_dir / "inspect.jsonl"
+    have = {json.loads(ln)["step"] for ln in path.read_text().splitlines() if ln.strip()} if path.exists() else set()
+    added = 0
+    for ckpt in rundir.checkpoints(run_dir):
+        step = rundir.checkpoint_step(ckpt)
+        if step in have:
+            continue
+        rundir.load_checkpoint(ckpt, agent)
+        t0 = time.perf_counter()
+        summary = training_summary(agent.eval(), config["env"], dials, seed=config["seed"])
+        rundir.append_line(path, inspection_record(summary, step, meta, time.perf_counter() - t0))
+        added += 1
+    return added
 
 
 def episode_files(path: Path) -> list[Path]:

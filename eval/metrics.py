@@ -192,3 +192,58 @@ def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if key not in best or r["step"] > best[key]["step"]:
             best[key] = r
     return list(best.values())
+
+
+# ----- in-training inspection (``inspect.jsonl``) ------------------------------------------
+
+INSPECT_META: tuple[str, ...] = ("step", "run", "env", "rung", "rung_index", "params", "family", "dials", "seed",
+                                 "seconds")
+"""The keys of an ``inspect.jsonl`` line that are not inspection numbers (``seconds``: its cost)."""
+
+
+def load_inspections(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The lines of runs' ``inspect.jsonl`` files (written by the trainer, ``Args.inspect``); a later
+    line for the same (run, step) replaces an earlier one. ``ValueError`` naming file and line for a
+    malformed line."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in paths:
+        path = Path(path)
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: malformed inspection record: not JSON ({e.msg})") from None
+            missing = [k for k in INSPECT_META if k != "seconds" and k not in rec] if isinstance(rec, dict) else ["all"]
+            if missing:
+                raise ValueError(f"{path}:{lineno}: malformed inspection record: missing {', '.join(missing)}")
+            latest[(rec["run"], int(rec["step"]))] = rec
+    return list(latest.values())
+
+
+def compute_inspections(records: Iterable[dict[str, Any]], n_resamples: int = 2000,
+                        seed: int = 0) -> list[dict[str, Any]]:
+    """One row per (env, dials, rung, step) of the inspection numbers: each as its mean over seeds
+    and 95% bootstrap CI (``m``, ``m_lo``, ``m_hi``), as :func:`compute` does for C and A. Keys:
+    ``env, dials, rung, rung_index, family, step, n_seeds`` and the numbers present (they differ by
+    env and network family: ``A_ds`` only where a decision square exists, one ``probe/<layer>`` per layer)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        groups[tuple(rec[k] for k in GROUP_KEYS)].append(rec)
+    rows = []
+    for key, recs in groups.items():
+        row: dict[str, Any] = dict(zip(GROUP_KEYS, key, strict=True))
+        families = sorted({r["family"] for r in recs})
+        if len(families) > 1:
+            raise ValueError(f"inspections of {row} disagree: families {', '.join(families)} (report them apart)")
+        row |= {"rung_index": recs[0]["rung_index"], "family": recs[0]["family"],
+                "n_seeds": len({r["seed"] for r in recs})}
+        names = sorted({k for r in recs for k in r if k not in INSPECT_META})
+        for name in names:
+            values = [float(r[name]) for r in recs if r.get(name) is not None]
+            row[name], row[name + "_lo"], row[name + "_hi"] = mean_ci(values, n_resamples=n_resamples, seed=seed)
+        rows.append(row)
+    rows.sort(key=lambda r: (r["env"], r["dials"], r["rung_index"], r["rung"], r["step"]))
+    return rows
+

@@ -14,6 +14,12 @@ Input: the rows of ``capgap.eval.metrics.compute`` (one per env, dials, rung and
   and the curves ``sweep/{C,A,gap}_test`` against env steps. Open it with
   ``tensorboard --logdir <out_dir>/tensorboard``.
 
+With inspection rows (``capgap.eval.metrics.compute_inspections``, from the runs' ``inspect.jsonl``),
+also: a section of ``report.md`` per (env, dials) with the final-step ``INSPECT_METRICS`` per rung,
+``inspect.csv``/``inspect.json`` (every row, every step), ``inspect_curves.png`` (the goal probe at
+the policy head's input and the forecast's AUROC against env steps, one colour per rung) and the
+curves ``sweep/inspect/<name>`` in each TensorBoard run.
+
 Plots are drawn on ``matplotlib.figure.Figure`` objects rendered by the Agg canvas, so
 pyplot's global state and backend are never touched.
 """
@@ -47,6 +53,12 @@ TEXT_METRICS: tuple[str, ...] = ("A_train", "C_test", "A_test", "gap_test")
 NOT_LEARNED = "not learned"
 """The flag of a row whose train-split A is below ``metrics.LEARNED``: its test gap means little."""
 PLOTS: tuple[str, ...] = ("ca_vs_params", "curves", "gap_vs_size")
+INSPECT_METRICS: tuple[str, ...] = (
+    "A_ds", "probe/head", "probe/chance", "forecast/best", "forecast/pi", "forecast/obs",
+)
+"""The inspection columns of the report's tables (``inspect/*`` in training; docs/inspect.md): A_ds,
+the goal probe on proxy-ending test episodes at the policy head's input and its chance, the
+forecast's AUROC at its best internal layer and its behaviour-only and level-only baselines."""
 DPI = 110
 
 
@@ -82,8 +94,10 @@ def _panel_title(env: str, dials: str) -> str:
     return f"{env}\n" + "\n".join(textwrap.wrap(dials, 60) or ["(default dials)"])
 
 
-def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep") -> str:
-    """The markdown report: per (env, dials) a table of the final-step rows, then the plot files."""
+def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep",
+             inspect_rows: list[dict[str, Any]] | None = None) -> str:
+    """The markdown report: per (env, dials) a table of the final-step rows, then the plot files; with
+    ``inspect_rows``, a table of the final-step inspection numbers per (env, dials)."""
     lines = [f"# {title}", ""]
     header = ["rung", "params", "step", "seeds", *TABLE_METRICS, "flag"]
     for (env, dials), panel in _panels(final_rows(rows)).items():
@@ -98,11 +112,30 @@ def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep") -> str:
     lines += ["Cells are mean [95% bootstrap CI] over seeds; n/a where undefined (see `capgap.eval.metrics`). "
               f"*{NOT_LEARNED}*: A_train < {LEARNED}, so the agent never learned the training task and its "
               "test gap is not goal misgeneralisation.", ""]
+    if inspect_rows:
+        lines += ["# Looking inside (in-training inspection, `inspect/*`)", ""]
+        header = ["rung", "step", "seeds", *INSPECT_METRICS]
+        for (env, dials), panel in _panels(final_rows(inspect_rows)).items():
+            lines += [f"## {env}", "", f"dials: `{dials}`" if dials else "dials: default", ""]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for r in panel:
+                lines.append("| " + " | ".join([r["rung"], f"{r['step']:,}", str(r["n_seeds"]),
+                                                *(_ci_or_na(r, m) for m in INSPECT_METRICS)]) + " |")
+            lines += ["", "Curves: `inspect_curves.png`; every layer: `inspect.csv`.", ""]
+        lines += ["A_ds: P(goal step | decision square); probe/head: goal-probe accuracy on test episodes that end "
+                  "in proxy, at the layer the policy head reads (probe/chance: naming the most common goal cell); "
+                  "forecast: AUROC of 'ends in proxy' from the first step, best internal layer vs the behaviour-only "
+                  "(pi) and level-only (obs) baselines. See docs/inspect.md.", ""]
     return "\n".join(lines)
 
 
-def table_text(rows: list[dict[str, Any]]) -> str:
-    """A compact plain-text table of the final-step rows, for a terminal."""
+def _ci_or_na(row: dict[str, Any], metric: str) -> str:
+    return fmt_ci(row, metric) if metric in row else "n/a"
+
+
+def table_text(rows: list[dict[str, Any]], inspect_rows: list[dict[str, Any]] | None = None) -> str:
+    """A compact plain-text table of the final-step rows, for a terminal (and of the final-step
+    inspection rows, if any)."""
     out: list[str] = []
     widths = (10, 12, 7, *(20 for _ in TEXT_METRICS), 12)
     for (env, dials), panel in _panels(final_rows(rows)).items():
@@ -110,6 +143,13 @@ def table_text(rows: list[dict[str, Any]]) -> str:
         cells_rows = [["rung", "params", "seeds", *TEXT_METRICS, ""]]
         cells_rows += [[r["rung"], f"{r['params']:,}", str(r["n_seeds"]), *(fmt_ci(r, m) for m in TEXT_METRICS),
                         learned_flag(r)] for r in panel]
+        out += ["  " + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in cells_rows]
+        out.append("")
+    for (env, dials), panel in _panels(final_rows(inspect_rows or [])).items():
+        out.append(f"{env}  [{dials or 'default dials'}]  inspection (inspect/*)")
+        cells_rows = [["rung", "seeds", *INSPECT_METRICS]]
+        cells_rows += [[r["rung"], str(r["n_seeds"]), *(_ci_or_na(r, m) for m in INSPECT_METRICS)] for r in panel]
+        widths = (10, 7, *(20 for _ in INSPECT_METRICS))
         out += ["  " + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in cells_rows]
         out.append("")
     return "\n".join(out)
@@ -213,6 +253,32 @@ def plot_gap_vs_size(rows: list[dict[str, Any]]) -> Figure:
     return fig
 
 
+def plot_inspect_curves(inspect_rows: list[dict[str, Any]]) -> Figure:
+    """Per (env, dials): the goal probe at the policy head's input on proxy-ending test episodes
+    (solid) and the forecast's best-layer AUROC (dashed) against env steps, one colour per rung."""
+    panels = _panels(inspect_rows)
+    fig, axes = _grid(len(panels))
+    cmap = colormaps["viridis"]
+    top = max((r["rung_index"] for r in inspect_rows), default=1) or 1
+    for ax, ((env, dials), panel) in zip(axes, panels.items(), strict=False):
+        by_rung: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in panel:
+            by_rung[r["rung"]].append(r)
+        for rung, rs in by_rung.items():
+            rs = sorted(rs, key=lambda r: r["step"])
+            colour = cmap(0.9 * rs[0]["rung_index"] / top)
+            steps = _col(rs, "step")
+            for m, style in (("probe/head", ".-"), ("forecast/best", ".--")):
+                if all(m in r for r in rs):
+                    ax.plot(steps, _col(rs, m), style, color=colour, label=f"{rung} {m}")
+        ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel="probe accuracy / AUROC")
+        ax.set_title(_panel_title(env, dials), fontsize=8)
+        ax.legend(fontsize=6, ncols=2)
+    if not panels:
+        axes[0].text(0.5, 0.5, "no data", ha="center", va="center")
+    return fig
+
+
 def _rgb(fig: Figure) -> np.ndarray:
     """The figure rendered to an (H, W, 3) uint8 array."""
     canvas = FigureCanvasAgg(fig)
@@ -234,7 +300,8 @@ def _jsonable(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: str, tb_dir: Path) -> None:
+def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: str, tb_dir: Path,
+                       inspect_rows: list[dict[str, Any]] | None = None) -> None:
     """The TensorBoard log: plots and report at the top, one run per (env, dials, rung) below."""
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
@@ -270,12 +337,18 @@ def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: 
             for r in sorted(rs, key=lambda r: r["step"]):
                 for m in TEXT_METRICS:
                     w.add_scalar(f"sweep/{m}", r[m], r["step"])
+            for r in inspect_rows or []:
+                if (r["env"], r["dials"], r["rung"]) == (env, dials, rung):
+                    for m in [k for k in r if k.endswith("_hi")]:
+                        w.add_scalar(f"sweep/inspect/{m[:-3]}", r[m[:-3]], r["step"])
 
 
-def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap sweep") -> dict[str, Path]:
+def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap sweep",
+                 inspect_rows: list[dict[str, Any]] | None = None) -> dict[str, Path]:
     """Write the report files into ``out_dir`` (created if needed); returns name -> path of each.
 
-    Names: ``md``, ``csv``, ``json``, the three plot names of ``PLOTS`` and ``tensorboard``.
+    Names: ``md``, ``csv``, ``json``, the three plot names of ``PLOTS`` and ``tensorboard``; with
+    ``inspect_rows``, also ``inspect_csv``, ``inspect_json`` and ``inspect_curves``.
     An existing ``out_dir/tensorboard`` is replaced.
     """
     out_dir = Path(out_dir)
@@ -283,7 +356,7 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap
     paths: dict[str, Path] = {"md": out_dir / "report.md", "csv": out_dir / "report.csv",
                               "json": out_dir / "report.json"}
 
-    md = markdown(rows, title)
+    md = markdown(rows, title, inspect_rows)
     paths["md"].write_text(md, encoding="utf-8")
     with paths["csv"].open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=ROW_KEYS)
@@ -299,8 +372,21 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap
         paths[name] = out_dir / f"{name}.png"
         fig.savefig(paths[name], dpi=DPI)
 
+    if inspect_rows:
+        keys = list(dict.fromkeys(k for r in inspect_rows for k in r))
+        paths["inspect_csv"], paths["inspect_json"] = out_dir / "inspect.csv", out_dir / "inspect.json"
+        with paths["inspect_csv"].open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=keys, restval="")
+            writer.writeheader()
+            writer.writerows(inspect_rows)
+        paths["inspect_json"].write_text(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in inspect_rows],
+                                                    indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        figs["inspect_curves"] = plot_inspect_curves(inspect_rows)
+        paths["inspect_curves"] = out_dir / "inspect_curves.png"
+        figs["inspect_curves"].savefig(paths["inspect_curves"], dpi=DPI)
+
     paths["tensorboard"] = out_dir / "tensorboard"
-    _write_tensorboard(rows, figs, md, paths["tensorboard"])
+    _write_tensorboard(rows, figs, md, paths["tensorboard"], inspect_rows)
     return paths
 
 

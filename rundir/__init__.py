@@ -6,6 +6,7 @@ trainer holds only PPO and the evaluator imports nothing from it. A run director
     config.json                 the run's config (``Args`` as plain JSON)
     events.out.tfevents.*       TensorBoard
     evals.jsonl                 one line per split per evaluation: {"step", "split", <metrics>}
+    inspect.jsonl               one line per evaluation, if inspected: {"step", <run meta>, "seconds", <inspect/*>}
     episodes/step_<t>.jsonl     one record per evaluation episode (``capgap.eval.records``)
     checkpoints/step_<t>.pt     plain tensors and plain data, loaded with ``weights_only=True``
     done.json                   written last: the run is finished
@@ -38,8 +39,11 @@ CHECKPOINT_FORMAT = 2
 """Version of the checkpoint layout. 2: plain tensors and data (``weights_only=True``); 1 (before
 this module): a pickled engine, which cannot be loaded safely."""
 
-RESUMABLE_DIFFERENCES = ("threads", "progress", "out", "device")
-"""Config fields that do not change what a run computes: they may differ when resuming."""
+RESUMABLE_DIFFERENCES = ("threads", "progress", "out", "device", "inspect")
+"""Config fields that do not change what a run trains: they may differ when resuming (and may be
+missing from the config of a run started before they existed)."""
+LOGS = ("evals.jsonl", "inspect.jsonl")
+"""The run's line-per-evaluation logs: trimmed back to the checkpoint on resume."""
 
 OLD_FORMAT_HINT = ("it was written by capgap before checkpoints became plain tensors (up to commit 90de72e); "
                    "train it again in a fresh --out, or evaluate it with that older capgap")
@@ -224,15 +228,20 @@ def discard_unsaved(run_dir: Path) -> None:
     (events, ``evals.jsonl``, episode files), so that the new start does not log step 0 twice."""
     for path in run_dir.glob("events.out.tfevents.*"):
         path.unlink()
-    (run_dir / "evals.jsonl").unlink(missing_ok=True)
+    for log in LOGS:
+        (run_dir / log).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "episodes", ignore_errors=True)
 
 
 def trim_evals(run_dir: Path, step: int) -> None:
-    """Forget the evaluations logged after ``step`` (by a killed process, after its last checkpoint)."""
-    evals = run_dir / "evals.jsonl"
-    kept = [ln for ln in evals.read_text().splitlines() if json.loads(ln)["step"] <= step]
-    atomic_write(evals, lambda p: p.write_text("".join(ln + "\n" for ln in kept)))
+    """Forget the evaluations (and inspections) logged after ``step`` (by a killed process, after its
+    last checkpoint)."""
+    for log in LOGS:
+        path = run_dir / log
+        if not path.exists():
+            continue
+        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        atomic_write(path, lambda p, kept=kept: p.write_text("".join(ln + "\n" for ln in kept)))
 
 
 def episodes_path(run_dir: Path, step: int) -> Path:

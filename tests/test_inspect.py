@@ -26,7 +26,7 @@ DIALS = {"size": 7, "max_steps": 40}
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The CI-sized run of tests/test_train.py (it learns and misgeneralises), evaluated once at the end."""
     total = 256 * 16 * 64
-    return train(Args(rung="tiny", total_steps=total, eval_every=total, eval_episodes=64,
+    return train(Args(rung="tiny", total_steps=total, eval_every=total, eval_episodes=64, inspect=True,
                       dials=("size=7", "max_steps=40"), progress=False, threads=1,
                       out=str(tmp_path_factory.mktemp("runs"))))
 
@@ -278,3 +278,182 @@ def test_the_inspect_commands(run: Path, tmp_path: Path, capsys: pytest.CaptureF
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and msg in err, err
+
+
+# ----- KeysChests: sets of cells -------------------------------------------------------------
+
+def test_set_accuracy_and_chance_by_hand() -> None:
+    """For masks of k cells a probe is scored by how many of the k cells are among its k best scores."""
+    probe = I.Probe(mean=torch.zeros(4, dtype=torch.float64), std=torch.ones(4, dtype=torch.float64),
+                    W=torch.eye(4, dtype=torch.float64), b=torch.zeros(4, dtype=torch.float64), alpha=1.0)
+    x = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.9, 0.0, 0.8, 0.1], [0.0, 0.1, 0.2, 0.9]])
+    masks = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0]], dtype=bool)
+    assert I.accuracy(probe, x, masks) == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert I.accuracy(probe, x, np.array([0, 0, 3])) == 1.0  # cell labels: the argmax
+    fit = np.array([[0, 0, 1, 1], [0, 1, 1, 0], [0, 0, 1, 1]], dtype=bool)  # most frequent: cell 2, then 3
+    assert I.chance(fit, masks) == pytest.approx((0.0 + 0.0 + 0.0) / 3)
+    assert I.chance(fit, np.array([[0, 0, 1, 1], [0, 0, 1, 0]], dtype=bool)) == 1.0
+
+
+def test_keys_chests_probes_read_the_sets_off_the_planes_and_not_off_a_dead_net() -> None:
+    dials = {"size": 7}
+    env = "capgap/KeysChests-v0"
+    agent = build(env, "nano", "conv", **dials).eval()
+    obs = {(r["layer"], r["target"]): r for r in I.probe_run(agent, env, dials, fit=256, episodes=64)
+           if r["layer"] == "obs"}
+    for target in ("goal", "proxy"):  # the chests' and the keys' planes hold the sets exactly
+        r = obs[("obs", target)]
+        assert r["acc_test"] >= 0.9 and r["chance_test"] < 0.4, r
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.zero_()
+    for r in I.probe_run(agent, env, dials, fit=256, episodes=64):
+        if r["layer"] != "obs":
+            assert r["acc_test"] == pytest.approx(r["chance_test"]), r
+    with pytest.raises(I.InspectError, match="no single goal cell"):
+        I.decision_square_alignment(agent, env, dials, 8)
+
+
+# ----- over training -------------------------------------------------------------------------
+
+def test_the_training_summary_is_reproducible_and_draws_no_training_randomness(trained: torch.nn.Module) -> None:
+    before = torch.get_rng_state()
+    s = I.training_summary(trained, ENV, DIALS, fit=256, episodes=128)
+    assert torch.equal(torch.get_rng_state(), before)  # the trainer's stream is untouched
+    assert s == I.training_summary(trained, ENV, DIALS, fit=256, episodes=128)
+    layers = I.layer_names(trained)
+    assert {f"probe/{x}" for x in layers} | {f"forecast/{x}" for x in ["obs", *layers]} <= set(s)
+    assert s["probe/head"] == s["probe/trunk.8"] and 0 <= s["A_ds"] <= 1
+    assert s["probe/trunk.1"] > s["probe/chance"] + 0.5  # an early layer holds the cheese's cell
+    assert I.training_summary(trained, "capgap/LavaShift-v0", {"size": 7}) == {}  # unsupported: nothing
+
+
+def test_training_logs_inspection_beside_c_and_a(run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"inspect/A_ds", "inspect/probe/head", "inspect/probe/best", "inspect/forecast/best",
+            "inspect/forecast/pi", "inspect/probe/trunk.8"} <= tags
+    lines = [json.loads(x) for x in (run / "inspect.jsonl").read_text().splitlines()]
+    steps = [e.step for e in ea.Scalars("inspect/probe/head")]
+    assert [ln["step"] for ln in lines] == steps == [e.step for e in ea.Scalars("eval/test/A")]
+    for ln in lines:
+        assert ln["rung"] == "tiny" and ln["seed"] == 0 and ln["seconds"] > 0
+        tb = {e.step: e.value for e in ea.Scalars("inspect/forecast/best")}
+        assert tb[ln["step"]] == pytest.approx(ln["forecast/best"])
+    assert lines[-1]["A_ds"] < 0.4  # the trained agent turns to the corner, as decision_square_alignment says
+
+
+def test_eval_inspect_fills_in_the_same_numbers_afterwards(run: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """For runs trained without --inspect: capgap eval --inspect computes, from the checkpoints, what
+    the trainer would have logged (the same numbers: they depend only on the weights and the seed)."""
+    import shutil
+
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    (copy / "inspect.jsonl").unlink()
+    assert main(["eval", str(copy), "--episodes", "64", "--workers", "1", "--inspect"]) == 0
+    assert "0 checkpoints evaluated now (64 episodes per split), 2 inspected" in capsys.readouterr().out
+
+    def numbers(path: Path) -> list[dict]:
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in path.read_text().splitlines()]
+    assert numbers(copy / "inspect.jsonl") == numbers(run / "inspect.jsonl")
+    assert main(["eval", str(copy), "--episodes", "64", "--workers", "1", "--inspect"]) == 0
+    assert "0 inspected" in capsys.readouterr().out  # nothing twice
+
+
+# ----- steering, study ------------------------------------------------------------------------
+
+def test_steering_study_measures_no_effect_where_there_is_none(trained: torch.nn.Module) -> None:
+    """Scale 0 at any layer, and any scale at the value head (which does not move the agent),
+    change nothing: the same levels and action samples, so the measured effect is exactly 0."""
+    for scale, layers in ((0.0, ["trunk.5", "trunk.8"]), (8.0, ["v"])):
+        res = I.steering_study(trained, ENV, DIALS, layers, scale=scale, fit=256, episodes=64, select=32)
+        for r in res["layers"]:
+            assert r["dA_plus"] == r["dA_minus"] == r["d_visits"] == r["dA_select"] == 0.0, r
+    big = I.steering_study(trained, ENV, DIALS, ["trunk.8"], scale=50.0, fit=256, episodes=64, select=32)
+    r = big["best"]
+    assert r["layer"] == "trunk.8" and (r["dA_plus"], r["C_plus"], r["d_visits"]) != (0.0, r["C_0"], 0.0)
+    assert big["cell"] == 5 * 7 + 1  # the bottom-left cell
+
+
+def test_the_study_agrees_with_the_single_tools(trained: torch.nn.Module) -> None:
+    control = build(ENV, "tiny", "conv", **DIALS).eval()
+    res = I.study_run(trained, control, ENV, DIALS, fit=256, episodes=128)
+    assert res["steer"] is None
+    assert res["decision"]["A_ds"] == I.decision_square_alignment(trained, ENV, DIALS, 128).A_ds
+    alone = {r["layer"]: r for r in I.probe_run(trained, ENV, DIALS, fit=256, episodes=128) if r["target"] == "goal"}
+    for r in res["probe"]:
+        if r["net"] == "trained":
+            assert r["acc_test_proxy"] == alone[r["layer"]]["acc_test_proxy"], r["layer"]
+    random = {r["layer"]: r for r in res["probe"] if r["net"] == "random"}
+    assert random["obs"]["acc_test_proxy"] == 1.0 and random["v"]["acc_test_proxy"] < 0.3
+    pi = next(r for r in res["forecast"] if r["layer"] == "pi")
+    assert 0 <= pi["auroc"] <= 1 and 0 <= pi["auroc_val"] <= 1
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CI-sized sweep over p_disambiguate, trained with --inspect (nano, two seeds, two values: seconds)."""
+    out = tmp_path_factory.mktemp("sweep")
+    for p in ("0", "0.5"):
+        for seed in (0, 1):
+            train(Args(rung="nano", seed=seed, num_envs=64, num_steps=32, total_steps=4096, eval_every=2048,
+                       eval_episodes=32, dials=("size=7", "max_steps=40", f"p_disambiguate={p}"), inspect=True,
+                       progress=False, threads=1, out=str(out / "runs")))
+    return out
+
+
+def test_the_study_command_over_a_sweep(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    unfinished = sweep / "runs" / "CheeseCorner-v0__nano__max_steps=40__p_disambiguate=0__size=7__s1"
+    done = (unfinished / "done.json").read_text()
+    (unfinished / "done.json").unlink()  # as if still training
+    try:
+        out_json, out_md = tmp_path / "study.json", tmp_path / "study.md"
+        assert main(["inspect", "study", str(sweep), "--where", "p_disambiguate=0,0.5", "--fit", "128",
+                     "--episodes", "64", "--select", "32", "--no-progress", "--json", str(out_json),
+                     "--out", str(out_md)]) == 0
+    finally:
+        (unfinished / "done.json").write_text(done)
+    out = capsys.readouterr().out
+    assert "skipping 1 unfinished runs" in out and "study: 3 runs in" in out
+    for heading in ("### Decision square", "### Goal probe", "### Steering", "### Forecast"):
+        assert out.count(heading) == 2, heading  # one table per tool per dial value
+    assert "| nano | 1 |" in out and "| nano | 2 |" in out
+    data = json.loads(out_json.read_text())
+    assert sorted((s["dials"], s["runs"]) for s in data["summary"]) == [
+        ("max_steps=40,p_disambiguate=0,size=7", 1), ("max_steps=40,p_disambiguate=0.5,size=7", 2)]
+    assert out_md.read_text().startswith("## capgap/CheeseCorner-v0")
+    row = data["summary"][0]
+    assert row["probe_head_layer"] == "trunk.8 (1/1)" and 0 <= row["forecast_best"] <= 1
+
+    assert main(["inspect", "study", str(sweep), "--where", "p_disambiguate=0", "--fit", "128", "--episodes", "64",
+                 "--no-steer", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "### Steering" not in out and "study: 2 runs in" in out and "p_disambiguate=0.5" not in out
+    assert main(["inspect", "steer", str(sweep), "--where", "p_disambiguate=0", "--layer", "trunk.8",
+                 "--scales", "0,4", "--fit", "128", "--episodes", "64", "--no-progress"]) == 0
+    assert "(2 runs; goal present vs absent at trunk.8" in capsys.readouterr().out
+    for argv, msg in [(["--where", "p_disambiguate=0.7"], "no run matches --where p_disambiguate=0.7 (the runs have "
+                                                          "p_disambiguate in {0, 0.5})"),
+                      (["--where", "colour=1"], "--where colour: no run's env has that dial"),
+                      (["--where", "p_disambiguate"], "malformed --where 'p_disambiguate'"),
+                      (["--steer-layer", "trunk.99"], "unknown layer 'trunk.99'")]:
+        assert main(["inspect", "study", str(sweep), "--fit", "64", "--episodes", "32", "--no-progress", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and msg in err, err
+
+
+def test_the_report_shows_inspection_per_rung(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(sweep), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "inspection (inspect/*)" in out
+    md = (tmp_path / "report.md").read_text()
+    assert "# Looking inside (in-training inspection, `inspect/*`)" in md
+    assert md.count("| nano | 441 | 4,096 | 2 |") == 2 and md.count("| nano | 4,096 | 2 |") == 2  # C and A; inspection
+    assert (tmp_path / "inspect_curves.png").exists()
+    rows = json.loads((tmp_path / "inspect.json").read_text())
+    assert {r["step"] for r in rows} == {0, 2048, 4096} and all(r["n_seeds"] == 2 for r in rows)

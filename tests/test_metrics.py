@@ -231,3 +231,31 @@ def test_test_data_speaks_the_real_record() -> None:
     assert tuple(rec) == EPISODE_KEYS
     assert {ENV, LAVA} <= set(E.TASKS) and rec["family"] in FAMILIES
     assert set(SIZES) <= {name for name, _ in LADDER}
+
+
+# ----- in-training inspection -----------------------------------------------------------------
+
+def _insp(run: str, seed: int, step: int, **numbers: float | None) -> dict:
+    return {"step": step, "run": run, "env": "capgap/CheeseCorner-v0", "rung": "nano", "rung_index": 0,
+            "params": 585, "family": "conv", "dials": "", "seed": seed, "seconds": 1.0, **numbers}
+
+
+def test_inspections_are_averaged_over_seeds_with_cis(tmp_path: Path) -> None:
+    from capgap.eval.metrics import compute_inspections, load_inspections
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(json.dumps(_insp("r0", 0, 0, **{"probe/head": 0.2, "A_ds": None})) + "\n"
+                 + json.dumps(_insp("r0", 0, 0, **{"probe/head": 0.4, "A_ds": 0.5})) + "\n\n")  # a later line wins
+    b.write_text(json.dumps(_insp("r1", 1, 0, **{"probe/head": 0.8, "A_ds": None})) + "\n")
+    rows = compute_inspections(load_inspections([a, b]))
+    assert len(rows) == 1 and rows[0]["n_seeds"] == 2
+    r = rows[0]
+    assert r["probe/head"] == pytest.approx(0.6) and r["probe/head_lo"] <= 0.6 <= r["probe/head_hi"]
+    assert r["A_ds"] == r["A_ds_lo"] == r["A_ds_hi"] == 0.5  # None (undefined) is left out
+    assert "seconds" not in r and "seed" not in r
+    b.write_text(json.dumps({**_insp("r1", 1, 0), "family": "mlp"}) + "\n")
+    with pytest.raises(ValueError, match="families conv, mlp"):
+        compute_inspections(load_inspections([a, b]))
+    b.write_text('{"step": 0}\n')
+    with pytest.raises(ValueError, match=r"b.jsonl:1: malformed inspection record: missing run, env"):
+        load_inspections([b])

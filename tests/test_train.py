@@ -18,7 +18,7 @@ from capgap.train.ppo import Args, agent_from_run, train
 
 # a small, fast configuration: 7x7 maze, tiny batches
 SMALL = dict(rung="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 6, eval_every=64 * 32 * 2,
-             eval_episodes=32, dials=("size=7", "max_steps=40"), progress=False, threads=1)
+             eval_episodes=32, dials=("size=7", "max_steps=40"), progress=False, threads=1, inspect=True)
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -101,8 +101,20 @@ def test_killed_run_resumes_to_the_same_result(small_run: Path, tmp_path: Path, 
     kill_and_rerun(cmd, run_dir, 4096)
     assert json.loads((run_dir / "done.json").read_text())["global_step"] == 12288
     resumed, straight = scalars(run_dir), scalars(small_run)
-    for tag in ("eval/test/A", "eval/train/C", "losses/value_loss"):
+    for tag in ("eval/test/A", "eval/train/C", "losses/value_loss", "inspect/probe/head", "inspect/forecast/best"):
         assert resumed[tag] == straight[tag], tag
+    steps = [json.loads(x)["step"] for x in (run_dir / "inspect.jsonl").read_text().splitlines()]
+    assert steps == [0, 4096, 8192, 12288]  # what the killed process logged after its checkpoint is forgotten
+
+
+def test_inspection_changes_nothing_in_training(small_run: Path, tmp_path: Path) -> None:
+    """Inspection plays with its own seeded sampler and draws nothing from the training streams:
+    without it, every other scalar is the same."""
+    plain = train(Args(**{**SMALL, "inspect": False}, out=str(tmp_path)))
+    assert not (plain / "inspect.jsonl").exists()
+    inspected = scalars(small_run)
+    assert {t for t in inspected if t.startswith("inspect/")} >= {"inspect/A_ds", "inspect/probe/head"}
+    assert scalars(plain) == {t: v for t, v in inspected.items() if not t.startswith("inspect/")}
 
 
 def test_finished_run_is_not_run_twice(small_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,7 +186,7 @@ def test_full_disk_stops_in_one_line_and_rerunning_resumes(full_at: int, small_r
     argv = ["train", "--out", str(tmp_path), "--rung", "nano",
             "--num-envs", "64", "--num-steps", "32", "--total-steps", str(64 * 32 * 6), "--eval-every",
             str(64 * 32 * 2), "--eval-episodes", "32", "--dials", "size=7", "max_steps=40", "--no-progress",
-            "--threads", "1"]
+            "--threads", "1", "--inspect"]
     monkeypatch.setattr(torch, "save", save_until_full)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -190,6 +202,8 @@ def test_full_disk_stops_in_one_line_and_rerunning_resumes(full_at: int, small_r
     assert scalars(run_dir) == scalars(small_run)
     steps = [json.loads(x)["step"] for x in (run_dir / "evals.jsonl").read_text().splitlines()]
     assert steps == [0, 0, 4096, 4096, 8192, 8192, 12288, 12288]
+    assert [json.loads(x)["step"] for x in (run_dir / "inspect.jsonl").read_text().splitlines()] == [
+        0, 4096, 8192, 12288]
 
 
 def test_full_disk_in_tensorboard_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

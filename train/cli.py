@@ -216,20 +216,23 @@ def cmd_eval(argv: list[str]) -> None:
     p.add_argument("path", help="a run dir or a sweep dir")
     p.add_argument("--episodes", type=int, default=512, help="episodes (fresh levels) per split per checkpoint")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = one per core)")
+    p.add_argument("--inspect", action="store_true",
+                   help="also inspect every checkpoint of finished runs (inspect.jsonl, as capgap train --inspect)")
     a = p.parse_args(argv)
     if a.episodes < 1:
         raise UsageError(f"--episodes {a.episodes} must be >= 1")
     runs = find_runs(Path(a.path))
     workers = min(a.workers or os.cpu_count() or 1, len(runs))
-    jobs = [{"run_dir": str(r), "episodes": a.episodes, "threads": max(1, (os.cpu_count() or 1) // workers)}
-            for r in runs]
+    jobs = [{"run_dir": str(r), "episodes": a.episodes, "threads": max(1, (os.cpu_count() or 1) // workers),
+             "inspect": a.inspect} for r in runs]
     from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), unit="run", desc="eval", dynamic_ncols=True)
-    evaluated = [0]
+    evaluated = [0, 0]
 
     def on_done(r: dict) -> None:
         evaluated[0] += r["evaluated"]
+        evaluated[1] += r["inspected"]
         bar.update(1)
 
     if workers <= 1:
@@ -238,7 +241,8 @@ def cmd_eval(argv: list[str]) -> None:
     else:
         run_local(evaluate_run, jobs, workers, on_done)
     bar.close()
-    print(f"eval: {len(runs)} runs, {evaluated[0]} checkpoints evaluated now ({a.episodes} episodes per split)")
+    print(f"eval: {len(runs)} runs, {evaluated[0]} checkpoints evaluated now ({a.episodes} episodes per split)"
+          + (f", {evaluated[1]} inspected" if a.inspect else ""))
 
 
 def cmd_report(argv: list[str]) -> None:
@@ -257,10 +261,13 @@ def cmd_report(argv: list[str]) -> None:
         raise UsageError(f"no evaluated checkpoints under {a.path[0]}; run capgap eval {a.path[0]} first")
     records = metrics.load_episodes(files)
     rows = metrics.compute(records)
+    runs = [r for path in paths for r in find_runs(path)]
+    inspected = [run / "inspect.jsonl" for run in runs if (run / "inspect.jsonl").exists()]
+    inspect_rows = metrics.compute_inspections(metrics.load_inspections(inspected)) if inspected else None
     out = Path(a.out) if a.out else paths[0] / "report"
-    written = report.write_report(rows, out)
-    print(report.table_text(rows))
-    study, study_files = report.write_mitigation(records, out, [r for path in paths for r in find_runs(path)])
+    written = report.write_report(rows, out, inspect_rows=inspect_rows)
+    print(report.table_text(rows, inspect_rows))
+    study, study_files = report.write_mitigation(records, out, runs)
     if study:
         print(study)
     written |= study_files

@@ -4,12 +4,16 @@
     capgap inspect record RUN --out acts.pt         activations on chosen levels of a split, saved as tensors
     capgap inspect decision PATH ... [--oracles]    decision-square alignment A_ds beside A, CIs over runs
     capgap inspect probe PATH ...                   goal/proxy probes per layer, CIs over runs
-    capgap inspect steer RUN --layer L [--cell X]   add a goal vector during play: test A per scale
+    capgap inspect steer PATH ... --layer L         add a goal vector during play: test A per scale, CIs over runs
     capgap inspect forecast PATH ...                AUROC of "ends in proxy" monitors per layer, CIs over runs
+    capgap inspect study SWEEP [--where d=v]        every tool on every finished run: one markdown table per
+                                                    tool, rungs as rows
 
 PATH is a run dir or a sweep dir (every run under it); several runs of one rung are seeds, and
-every number is reported as the mean and 95% bootstrap CI over them. ``--json FILE`` writes the
-rows. See ``docs/inspect.md`` for a worked example.
+every number is reported as the mean and 95% bootstrap CI over them. ``--where DIAL=V[,V...]``
+keeps the runs whose dial has one of those values (repeatable: all must hold), e.g.
+``--where p_disambiguate=0`` for the misgeneralising agents of a p_disambiguate sweep. ``--json
+FILE`` writes the rows. See ``docs/inspect.md`` for a worked example.
 """
 
 from __future__ import annotations
@@ -26,10 +30,78 @@ class InspectUsageError(CapgapError, ValueError):
     """A bad ``capgap inspect`` command line."""
 
 
-def _runs(paths: list[str]) -> list[Path]:
+def parse_where(specs: list[str]) -> dict[str, list[Any]]:
+    """``["p_disambiguate=0,0.01"]`` -> ``{"p_disambiguate": [0, 0.01]}`` (values parsed as dials are)."""
+    from capgap.envs import parse_dials
+
+    where: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name.isidentifier() or not values.strip(", "):
+            raise InspectUsageError(f"malformed --where {spec!r}; write it as dial=value[,value...], "
+                                    "e.g. --where p_disambiguate=0")
+        where[name] = [parse_dials([f"{name}={v.strip()}"])[name] for v in values.split(",") if v.strip()]
+    return where
+
+
+def _dial(config: dict[str, Any], name: str) -> Any:
+    """The value of dial ``name`` in a run (its default if the run did not set it); KeyError if the
+    run's env has no such dial."""
+    from capgap.envs import parse_dials, task_class
+
+    task = task_class(config["env"]).from_dials(**parse_dials(config["dials"]))
+    if name not in type(task).dials():
+        raise KeyError(name)
+    return getattr(task, name)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def _runs(paths: list[str], where: list[str] | None = None, finished: bool = False, quiet: bool = False) -> list[Path]:
+    """The runs under ``paths``; with ``finished``, only those with ``done.json``; with ``where``, only
+    those whose dials match. One-line errors when nothing is left, saying what was there."""
+    from capgap import rundir
     from capgap.eval.evaluator import find_runs
 
-    return [r for p in paths for r in find_runs(Path(p))]
+    runs = [r for p in paths for r in find_runs(Path(p))]
+    if finished:
+        done = [r for r in runs if rundir.is_done(r)]
+        if not done:
+            raise InspectUsageError(f"none of the {len(runs)} runs under {' '.join(paths)} has finished "
+                                    "(no done.json); wait for training to end")
+        if len(done) < len(runs) and not quiet:
+            print(f"skipping {len(runs) - len(done)} unfinished runs (no done.json yet)")
+        runs = done
+    conditions = parse_where(where or [])
+    if not conditions:
+        return runs
+    kept, seen, known = [], {name: set() for name in conditions}, set()
+    for run in runs:
+        config = rundir.read_config(run)
+        ok = True
+        for name, values in conditions.items():
+            try:
+                v = _dial(config, name)
+            except KeyError:
+                ok = False
+                continue
+            known.add(name)
+            seen[name].add(v)
+            ok = ok and any(_same(v, w) for w in values)
+        if ok:
+            kept.append(run)
+    unknown = sorted(set(conditions) - known)
+    if unknown:
+        raise InspectUsageError(f"--where {unknown[0]}: no run's env has that dial; "
+                                "see capgap envs for each env's dials")
+    if not kept:
+        have = "; ".join(f"{n} in {{{', '.join(map(str, sorted(v, key=str)))}}}" for n, v in seen.items())
+        raise InspectUsageError(f"no run matches --where {' '.join(where or [])} (the runs have {have})")
+    return kept
 
 
 def _fmt(v: Any, lo: Any = None, hi: Any = None) -> str:
@@ -53,6 +125,9 @@ def _common(p: argparse.ArgumentParser, many: bool = True) -> None:
         p.add_argument("path", nargs="+", help="run dirs or sweep dirs (runs of one rung are seeds)")
     else:
         p.add_argument("path", help="a run dir")
+    if many:
+        p.add_argument("--where", action="append", default=[], metavar="DIAL=V[,V...]",
+                       help="only runs whose dial has one of these values (repeatable), e.g. p_disambiguate=0")
     p.add_argument("--seed", type=int, default=0, help="seed of the policy's action samples")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -158,7 +233,7 @@ def cmd_decision(argv: list[str]) -> None:
     from capgap.eval import inspect as I
 
     per_run: list[list[dict[str, Any]]] = []
-    for run, agent, config in _loaded(_runs(a.path), not a.no_progress, "decision"):
+    for run, agent, config in _loaded(_runs(a.path, a.where), not a.no_progress, "decision"):
         d = config["dial_values"]
         rows = [{"run": run.name, **_group(config), "policy": "agent",
                  **I.decision_square_alignment(agent, config["env"], d, a.episodes, a.seed).row()}]
@@ -198,7 +273,7 @@ def cmd_probe(argv: list[str]) -> None:
     from capgap.eval import inspect as I
 
     per_run: list[list[dict[str, Any]]] = []
-    for run, agent, config in _loaded(_runs(a.path), not a.no_progress, "probe"):
+    for run, agent, config in _loaded(_runs(a.path, a.where), not a.no_progress, "probe"):
         d = config["dial_values"]
         nets = [("trained", agent)]
         if a.control:
@@ -231,8 +306,9 @@ def cmd_probe(argv: list[str]) -> None:
 def cmd_steer(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="capgap inspect steer",
                                 description="Add a goal vector (mean activation difference) at a layer during play "
-                                            "and measure test A per scale (scale 0: the unsteered agent).")
-    _common(p, many=False)
+                                            "and measure test A per scale (scale 0: the unsteered agent); 95%% CIs "
+                                            "over runs.")
+    _common(p)
     p.add_argument("--layer", required=True, help="layer name (capgap inspect layers RUN)")
     p.add_argument("--cell", type=int, default=None,
                    help="flat cell index y*S+x: the vector 'goal at X vs elsewhere' (default: goal present vs absent)")
@@ -250,17 +326,31 @@ def cmd_steer(argv: list[str]) -> None:
             from None
     from capgap.eval import inspect as I
 
-    agent, config = I.load_agent(a.path)
-    d = config["dial_values"]
-    vec = I.goal_vector(agent, config["env"], d, a.layer, a.cell, a.fit, a.seed)
-    rows = I.steering_effect(agent, config["env"], d, a.layer, vec, scales, a.episodes, a.seed, a.cell)
+    per_run = []
     kind = f"goal at cell {a.cell} vs elsewhere" if a.cell is not None else "goal present vs absent"
-    print(f"{config['env']} {Path(a.path).name}: goal vector at {a.layer} ({kind}), "
-          f"norm {float(vec.norm()):.3f}")
-    for r in rows:
-        extra = f"  visits cell {r['visits_cell']:.3f}" if "visits_cell" in r else ""
-        print(f"  scale {r['scale']:+6.2f}: A {r['A']:.3f}  proxy {r['proxy']:.3f}  C {r['C']:.3f}{extra}")
-    _write_json(a.json, rows)
+    for run, agent, config in _loaded(_runs(a.path, a.where), not a.no_progress, "steer"):
+        d = config["dial_values"]
+        vec = I.goal_vector(agent, config["env"], d, a.layer, a.cell, a.fit, a.seed)
+        rows = I.steering_effect(agent, config["env"], d, a.layer, vec, scales, a.episodes, a.seed, a.cell)
+        print(f"{config['env']} {run.name}: goal vector at {a.layer} ({kind}), norm {float(vec.norm()):.3f}")
+        for r in rows:
+            extra = f"  visits cell {r['visits_cell']:.3f}" if "visits_cell" in r else ""
+            print(f"  scale {r['scale']:+6.2f}: A {r['A']:.3f}  proxy {r['proxy']:.3f}  C {r['C']:.3f}{extra}")
+        per_run.append([{"run": run.name, **_group(config), "norm": float(vec.norm()), **r} for r in rows])
+    values = ("A", "proxy", "C", *(("visits_cell",) if a.cell is not None else ()))
+    summary = I.across_runs(per_run, ("env", "dials", "rung", "layer", "scale"), values)
+    if len(per_run) > 1:
+        last = None
+        for s in summary:
+            if (s["env"], s["dials"], s["rung"]) != last:
+                last = (s["env"], s["dials"], s["rung"])
+                print(f"\n{s['env']} [{s['dials']}] {s['rung']} ({s['runs']} runs; {kind} at {a.layer}; "
+                      f"mean [95% CI over runs])")
+            extra = f"  visits cell {_fmt(s['visits_cell'], s['visits_cell_lo'], s['visits_cell_hi'])}" \
+                if a.cell is not None else ""
+            print(f"  scale {s['scale']:+6.2f}: A {_fmt(s['A'], s['A_lo'], s['A_hi'])}  "
+                  f"C {_fmt(s['C'], s['C_lo'], s['C_hi'])}{extra}")
+    _write_json(a.json, {"runs": per_run, "summary": summary})
 
 
 def cmd_forecast(argv: list[str]) -> None:
@@ -279,7 +369,7 @@ def cmd_forecast(argv: list[str]) -> None:
     from capgap.eval import inspect as I
 
     per_run = []
-    for run, agent, config in _loaded(_runs(a.path), not a.no_progress, "forecast"):
+    for run, agent, config in _loaded(_runs(a.path, a.where), not a.no_progress, "forecast"):
         rows = I.forecast_run(agent, config["env"], config["dial_values"], a.fit, a.episodes, a.seed,
                               shuffle=a.shuffle, progress=not a.no_progress)
         per_run.append([{"run": run.name, **_group(config), **r} for r in rows])
@@ -294,8 +384,213 @@ def cmd_forecast(argv: list[str]) -> None:
     _write_json(a.json, {"runs": per_run, "summary": summary})
 
 
+def _control(config: dict[str, Any]) -> Any:
+    """The random-init control of a run: a network of the same rung and family, initialised as
+    ``capgap train`` initialises it (``torch.manual_seed(seed)`` then ``build``): for a run trained
+    from scratch, exactly its own network before training."""
+    import torch
+
+    from capgap.agents import build
+
+    torch.manual_seed(config["seed"])
+    return build(config["env"], config["rung"], config["family"], **config["dial_values"]).eval()
+
+
+def _flat(result: dict[str, Any]) -> dict[str, Any]:
+    """One run's study as flat numbers (and a few layer names), ready for ``across_runs``."""
+    from capgap.eval import inspect as I
+
+    out: dict[str, Any] = {"A": result["A"], "test_proxy": result["test_proxy"]}
+    if result["decision"] is not None:
+        out |= {k: result["decision"][k] for k in ("A_ds", "A_branching", "excluded")}
+    for net in ("trained", "random"):
+        rows = [r for r in result["probe"] if r["net"] == net and r["target"] == "goal"]
+        out |= {f"probe_{net}/{r['layer']}": r["acc_test_proxy"] for r in rows}
+        out["probe_chance"], out["probe_n_proxy"] = rows[0]["chance_test_proxy"], rows[0]["n_test_proxy"]
+    head = I.head_input([r["layer"] for r in result["forecast"]])
+    out["probe_head_layer"] = head
+    out["probe_head_trained"], out["probe_head_random"] = out[f"probe_trained/{head}"], out[f"probe_random/{head}"]
+    out["probe_head_diff"] = out["probe_head_trained"] - out["probe_head_random"]
+    fc = {r["layer"]: r for r in result["forecast"]}
+    out |= {f"forecast/{k}": r["auroc"] for k, r in fc.items()}
+    out["forecast_best_layer"], out["forecast_best"] = I.best_by(result["forecast"], "auroc_val", "auroc", I.BASELINES)
+    out["forecast_best_minus_pi"] = out["forecast_best"] - fc["pi"]["auroc"]
+    st = result["steer"]
+    if st is not None:
+        b = st["best"]
+        out["steer_layer"] = b["layer"]
+        out |= {f"steer_{k}": b[k] for k in ("A_0", "A_plus", "dA_plus", "dA_minus", "C_0", "C_plus", "visits_0",
+                                             "visits_plus", "d_visits")}
+        for r in st["layers"]:
+            out[f"steer_dA/{r['layer']}"] = r["dA_plus"]
+            out[f"steer_dA_minus/{r['layer']}"] = r["dA_minus"]
+            out[f"steer_dvisits/{r['layer']}"] = r["d_visits"]
+    return out
+
+
+def study_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (env, dials, rung): every number of :func:`_flat` as mean and 95% bootstrap CI over the
+    runs (seeds), and for the chosen layers how often each was chosen (``"trunk.3 (2/3)"``)."""
+    from collections import Counter
+
+    from capgap.eval import inspect as I
+
+    flats = [{k: r[k] for k in ("env", "dials", "rung", "rung_index")} | _flat(r) for r in results]
+    names = {k for f in flats for k, v in f.items() if isinstance(v, (int, float)) and k != "rung_index"}
+    rows = I.across_runs([[f] for f in flats], ("env", "dials", "rung", "rung_index"), tuple(sorted(names)))
+    for row in rows:
+        mine = [f for f in flats if (f["env"], f["dials"], f["rung"]) == (row["env"], row["dials"], row["rung"])]
+        for key in ("probe_head_layer", "forecast_best_layer", "steer_layer"):
+            chosen = Counter(f[key] for f in mine if key in f)
+            if chosen:
+                layer, n = chosen.most_common(1)[0]
+                row[key] = f"{layer} ({n}/{len(mine)})"
+    return sorted(rows, key=lambda r: (r["env"], r["dials"], r["rung_index"], r["rung"]))
+
+
+def _cell(row: dict[str, Any], key: str, digits: int = 3) -> str:
+    if key not in row:
+        return "n/a"
+    v, lo, hi = row[key], row[f"{key}_lo"], row[f"{key}_hi"]
+    if digits == 0 and not math.isnan(v):
+        return f"{v:.0f}" if lo == hi == v else f"{v:.0f} [{lo:.0f}, {hi:.0f}]"
+    return _fmt(v, lo, hi)
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def study_markdown(summary: list[dict[str, Any]], layers: dict[tuple[str, str], list[str]], where: list[str],
+                   steer: dict[str, Any] | None) -> str:
+    """The study's tables, per (env, dials): one per tool, rungs as rows (then the per-layer detail)."""
+    out: list[str] = []
+    panels: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in summary:
+        panels.setdefault((row["env"], row["dials"]), []).append(row)
+    for (env, dials), rows in panels.items():
+        names = layers[(env, dials)]
+        lead = lambda r: [r["rung"], str(r["runs"])]  # noqa: E731
+        out += [f"## {env} [{dials}]" + (f" (--where {' '.join(where)})" if where else ""), "",
+                "Cells: mean [95% bootstrap CI over runs (seeds)].", ""]
+        if "A_ds" in rows[0]:
+            out += ["### Decision square: A_ds = P(goal step | decision square), test levels", "",
+                    _md(["rung", "runs", "A (test)", "A_ds", "A on branching levels", "levels excluded"],
+                        [[*lead(r), _cell(r, "A"), _cell(r, "A_ds"), _cell(r, "A_branching"), _cell(r, "excluded", 0)]
+                         for r in rows]), ""]
+        else:
+            out += [f"### Decision square: not defined on {env} (no single goal cell and proxy cell)", ""]
+        out += ["### Goal probe: accuracy on test episodes that end in proxy", "",
+                "Does the agent know where the goal is while it runs to the proxy? Head input: the layer the "
+                "policy head reads. Random: a randomly initialised network of the same rung, probed on the same "
+                "episodes (what decoding owes to the architecture, not to training).", "",
+                _md(["rung", "runs", "proxy-ending episodes", "chance", "head input", "trained", "random",
+                     "trained − random"],
+                    [[*lead(r), _cell(r, "probe_n_proxy", 0), _cell(r, "probe_chance"), r.get("probe_head_layer", ""),
+                      _cell(r, "probe_head_trained"), _cell(r, "probe_head_random"), _cell(r, "probe_head_diff")]
+                     for r in rows]), ""]
+        for net, what in (("trained", "trained agent"), ("random", "random-init control")):
+            out += [f"Per layer, {what}:", "",
+                    _md(["rung", "runs", *names], [[*lead(r), *(_cell(r, f"probe_{net}/{x}") for x in names)]
+                                                   for r in rows]), ""]
+        if steer is not None:
+            cell, scale = steer["cell"], steer["scale"]
+            out += [f"### Steering: goal vectors added at scale {scale:g} while the agent plays test levels", "",
+                    "Layer: chosen per run (the internal layer with the largest gain in A on other test levels). "
+                    "ΔA (+): A with the goal-present vector added, minus A unsteered; ΔA (−): subtracted. "
+                    f"Retargeting: P(the path passes cell {cell}) with the 'goal at {cell}' vector added, "
+                    "minus unsteered.", "",
+                    _md(["rung", "runs", "layer", "A", "A steered", "ΔA (+)", "ΔA (−)", "C", "C steered",
+                         f"visits {cell}", f"visits {cell} steered", "Δ visits"],
+                        [[*lead(r), r.get("steer_layer", ""), _cell(r, "steer_A_0"), _cell(r, "steer_A_plus"),
+                          _cell(r, "steer_dA_plus"), _cell(r, "steer_dA_minus"), _cell(r, "steer_C_0"),
+                          _cell(r, "steer_C_plus"), _cell(r, "steer_visits_0"), _cell(r, "steer_visits_plus"),
+                          _cell(r, "steer_d_visits")] for r in rows]), ""]
+            steered = [x for x in names if x not in ("obs", "v")]
+            for key, what in (("steer_dA", "ΔA (+)"), ("steer_dA_minus", "ΔA (−)"), ("steer_dvisits", "Δ visits")):
+                out += [f"Per layer, {what}:", "",
+                        _md(["rung", "runs", *steered], [[*lead(r), *(_cell(r, f"{key}/{x}") for x in steered)]
+                                                         for r in rows]), ""]
+        out += ["### Forecast: AUROC of 'this test episode ends in proxy' from the first step", "",
+                "obs: level-only baseline; pi: behaviour-only baseline (the first action's logits); best: the "
+                "internal layer with the best AUROC on held-out fit episodes, scored on the test episodes.", "",
+                _md(["rung", "runs", "test proxy rate", "obs", "pi", "best layer", "best", "best − pi"],
+                    [[*lead(r), _cell(r, "test_proxy"), _cell(r, "forecast/obs"), _cell(r, "forecast/pi"),
+                      r.get("forecast_best_layer", ""), _cell(r, "forecast_best"), _cell(r, "forecast_best_minus_pi")]
+                     for r in rows]), "", "Per layer:", "",
+                _md(["rung", "runs", *names], [[*lead(r), *(_cell(r, f"forecast/{x}") for x in names)]
+                                               for r in rows]), ""]
+    return "\n".join(out)
+
+
+def cmd_study(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="capgap inspect study",
+                                description="Every tool on every finished run of a sweep (A_ds, goal probes vs a "
+                                            "random-init control, steering and retargeting, the forecast vs its "
+                                            "baselines), each level set played once per run; one markdown table "
+                                            "per tool with rungs as rows, 95%% CIs over seeds.")
+    _common(p)
+    p.add_argument("--fit", type=int, default=1024, help="training-split levels to fit probes, monitors and vectors")
+    p.add_argument("--episodes", type=int, default=512, help="test levels per run (one episode each)")
+    p.add_argument("--steer-layer", default="best", help="layer to steer at, or best (chosen per run on other levels)")
+    p.add_argument("--steer-scale", type=float, default=1.0, help="multiple of the goal vectors added")
+    p.add_argument("--cell", type=int, default=None,
+                   help="retargeting cell y*S+x (default: the bottom-left cell, farthest from the corner)")
+    p.add_argument("--select", type=int, default=256, help="other test levels on which the best layer is chosen")
+    p.add_argument("--no-steer", action="store_true", help="skip steering (the slowest tool)")
+    p.add_argument("--out", default=None, metavar="FILE.md", help="also write the tables to this file")
+    a = p.parse_args(argv)
+    _threads(a)
+    for name in ("fit", "episodes", "select"):
+        _positive(name, getattr(a, name))
+    import time
+
+    from capgap.agents import rung
+    from capgap.eval import inspect as I
+
+    t0 = time.time()
+    runs = _runs(a.path, a.where, finished=True)
+    results, layers, skipped = [], {}, set()
+    steer = None
+    for run, agent, config in _loaded(runs, not a.no_progress, "study"):
+        env, d = config["env"], config["dial_values"]
+        if env not in I.PROBE_ENVS:
+            skipped.add(env)
+            continue
+        steering = None
+        if not a.no_steer:
+            cell = I.retarget_cell(env, d) if a.cell is None else a.cell
+            steering = {"scale": a.steer_scale, "cell": cell, "select": a.select,
+                        **({"layers": [a.steer_layer]} if a.steer_layer != "best" else {})}
+            steer = steering
+        result = I.study_run(agent, _control(config), env, d, a.fit, a.episodes, a.seed, steering)
+        group = _group(config)
+        layers.setdefault((group["env"], group["dials"]), ["obs", *I.layer_names(agent)])
+        results.append({"run": run.name, **group, "rung_index": rung(config["rung"]).index, "seed": config["seed"],
+                        **result})
+    if skipped:
+        print(f"skipped the runs of {', '.join(sorted(skipped))}: the study needs goal cells "
+              f"({', '.join(I.PROBE_ENVS)})")
+    if not results:
+        raise InspectUsageError(f"no run to study under {' '.join(a.path)}; "
+                                f"the study supports {', '.join(I.PROBE_ENVS)}")
+    summary = study_summary(results)
+    md = study_markdown(summary, layers, a.where, steer)
+    wall = time.time() - t0
+    print(md)
+    print(f"study: {len(results)} runs in {wall:.0f} s ({a.threads} thread{'s' if a.threads > 1 else ''}; "
+          f"{a.fit} fit levels, {a.episodes} test episodes per run)")
+    if a.out:
+        from capgap.rundir import atomic_write
+
+        atomic_write(Path(a.out), lambda p: p.write_text(md + "\n"))
+        print(f"markdown: {a.out}")
+    _write_json(a.json, {"where": a.where, "wall_s": wall, "runs": results, "summary": summary})
+
+
 SUBCOMMANDS = {"layers": cmd_layers, "record": cmd_record, "decision": cmd_decision, "probe": cmd_probe,
-               "steer": cmd_steer, "forecast": cmd_forecast}
+               "steer": cmd_steer, "forecast": cmd_forecast, "study": cmd_study}
 
 
 def main(argv: list[str]) -> None:

@@ -93,8 +93,8 @@ class Sweep:
 
     def config(self) -> dict[str, Any]:
         base = config_of(self.base)
-        for k in ("env", "rung", "seed", "out", "progress", "name", "threads"):
-            base.pop(k)
+        for k in ("env", "rung", "seed", "out", "progress", "name", "threads", "inspect"):
+            base.pop(k)  # set per trial, or not part of what the sweep trains
         extra = {"init_where": list(self.init_where)} if self.init_where else {}
         return {"envs": self.envs, "rungs": self.rungs, "seeds": self.seeds, "grid": self.grid, "train": base, **extra}
 
