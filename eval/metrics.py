@@ -196,8 +196,8 @@ def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # ----- in-training inspection (``inspect.jsonl``) ------------------------------------------
 
-INSPECT_META: tuple[str, ...] = ("step", "run", "env", "rung", "rung_index", "params", "family", "dials", "seed",
-                                 "seconds")
+INSPECT_META: tuple[str, ...] = ("step", "run", "env", "rung", "rung_index", "params", "family", "dials", "setting",
+                                 "seed", "seconds")
 """The keys of an ``inspect.jsonl`` line that are not inspection numbers (``seconds``: its cost)."""
 
 
@@ -215,6 +215,9 @@ def load_inspections(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: malformed inspection record: not JSON ({e.msg})") from None
+            if isinstance(rec, dict):
+                for k, v in OPTIONAL_KEYS.items():
+                    rec.setdefault(k, v)
             missing = [k for k in INSPECT_META if k != "seconds" and k not in rec] if isinstance(rec, dict) else ["all"]
             if missing:
                 raise ValueError(f"{path}:{lineno}: malformed inspection record: missing {', '.join(missing)}")
@@ -244,6 +247,6 @@ def compute_inspections(records: Iterable[dict[str, Any]], n_resamples: int = 20
             values = [float(r[name]) for r in recs if r.get(name) is not None]
             row[name], row[name + "_lo"], row[name + "_hi"] = mean_ci(values, n_resamples=n_resamples, seed=seed)
         rows.append(row)
-    rows.sort(key=lambda r: (r["env"], r["dials"], r["rung_index"], r["rung"], r["step"]))
+    rows.sort(key=lambda r: (r["env"], r["dials"], r["setting"], r["rung_index"], r["rung"], r["step"]))
     return rows
 

@@ -393,7 +393,7 @@ def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, dict[str, 
         rundir.append_line(run_dir / "evals.jsonl", {"step": step, "split": split, **m})
     rundir.write_episodes(run_dir, step, [r for res in results for r in res.records(meta, step)])
     if args.inspect:
-        inspect_and_log(agent, args, dials, writer, run_dir, step, meta)
+        inspect_and_log(agent, args, dials["test"], writer, run_dir, step, meta)  # the run's own dials
     agent.train()
     return last
 
