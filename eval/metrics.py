@@ -51,6 +51,13 @@ from capgap.eval.records import EPISODE_KEYS, split_key
 OPTIONAL_KEYS: dict[str, Any] = {"setting": ""}
 """Episode keys that records written before they existed lack, with the value they meant then."""
 
+
+def _with_optional(rec: dict[str, Any]) -> dict[str, Any]:
+    """``rec`` with the ``OPTIONAL_KEYS`` it lacks filled in (in place)."""
+    for k, v in OPTIONAL_KEYS.items():
+        rec.setdefault(k, v)
+    return rec
+
 METRICS: tuple[str, ...] = (
     *(split_key(m, split) for split in SPLITS for m in ("C", "A", "proxy")),
     "gap_train", "gap_test", "transfer", "retention",
@@ -96,9 +103,7 @@ def load_episodes(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
                     raise ValueError(f"{where}: malformed episode record: not JSON ({e.msg})") from None
                 if not isinstance(rec, dict):
                     raise ValueError(f"{where}: malformed episode record: not a JSON object")
-                for k, v in OPTIONAL_KEYS.items():
-                    rec.setdefault(k, v)
-                missing = [k for k in EPISODE_KEYS if k not in rec]
+                missing = [k for k in EPISODE_KEYS if k not in _with_optional(rec)]
                 if missing:
                     raise ValueError(f"{where}: malformed episode record: missing {', '.join(missing)}")
                 if rec["split"] not in SPLITS:
@@ -215,10 +220,8 @@ def load_inspections(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: malformed inspection record: not JSON ({e.msg})") from None
-            if isinstance(rec, dict):
-                for k, v in OPTIONAL_KEYS.items():
-                    rec.setdefault(k, v)
-            missing = [k for k in INSPECT_META if k != "seconds" and k not in rec] if isinstance(rec, dict) else ["all"]
+            missing = ([k for k in INSPECT_META if k != "seconds" and k not in _with_optional(rec)]
+                       if isinstance(rec, dict) else ["all"])
             if missing:
                 raise ValueError(f"{path}:{lineno}: malformed inspection record: missing {', '.join(missing)}")
             latest[(rec["run"], int(rec["step"]))] = rec

@@ -147,8 +147,7 @@ def curves(records: Iterable[dict[str, Any]], axis: str) -> list[Curve]:
             first = by_x[min(by_x)]
             if 0 in first:
                 curve.before = Point(math.nan, first[0], 0)
-                _retention_against(curve.before, [m for by_step in by_x.values() for by_seed in by_step.values()
-                                                  for m in [by_seed]])
+                _retention_against(curve.before, [by_seed for by_step in by_x.values() for by_seed in by_step.values()])
         out.append(curve)
     return out
 
@@ -204,9 +203,7 @@ def learning_steps(run_dirs: Iterable[Path]) -> dict[tuple[str, str, int], int |
         config = rundir.read_config(run)
         if not config.get("init_from"):
             continue
-        src = Path(config["init_from"])
-        src = src.parent.parent if src.suffix == ".pt" else src
-        evals = src / "evals.jsonl"
+        evals = rundir.source_dir(config["init_from"]) / "evals.jsonl"
         if not evals.exists():
             continue
         rows = [json.loads(line) for line in evals.read_text().splitlines() if line.strip()]

@@ -209,8 +209,10 @@ def plot_ca_vs_params(rows: list[dict[str, Any]]) -> Figure:
     return fig
 
 
-def plot_curves(rows: list[dict[str, Any]]) -> Figure:
-    """C_test(t) (solid) and A_test(t) (dashed) against env steps, one colour per rung."""
+def _curves_by_rung(rows: list[dict[str, Any]], series: tuple[tuple[str, str, str], ...], ylabel: str,
+                    note_empty: bool) -> Figure:
+    """One panel per (env, dials): each ``(metric, line style, label)`` of ``series`` against env
+    steps, one colour per rung; a metric some row lacks is left out of that rung's lines."""
     panels = _panels(rows)
     fig, axes = _grid(len(panels))
     cmap = colormaps["viridis"]
@@ -223,15 +225,23 @@ def plot_curves(rows: list[dict[str, Any]]) -> Figure:
             rs = sorted(rs, key=lambda r: r["step"])
             colour = cmap(0.9 * rs[0]["rung_index"] / top)
             steps = _col(rs, "step")
-            ax.plot(steps, _col(rs, "C_test"), ".-", color=colour, label=f"{rung} C")
-            ax.plot(steps, _col(rs, "A_test"), ".--", color=colour, label=f"{rung} A")
-        _note_if_empty(ax, panel)
-        ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel="score (test split)")
+            for m, style, label in series:
+                if all(m in r for r in rs):
+                    ax.plot(steps, _col(rs, m), style, color=colour, label=f"{rung} {label}")
+        if note_empty:
+            _note_if_empty(ax, panel)
+        ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel=ylabel)
         ax.set_title(_panel_title(env, dials), fontsize=8)
         ax.legend(fontsize=6, ncols=2)
     if not panels:
         axes[0].text(0.5, 0.5, "no data", ha="center", va="center")
     return fig
+
+
+def plot_curves(rows: list[dict[str, Any]]) -> Figure:
+    """C_test(t) (solid) and A_test(t) (dashed) against env steps, one colour per rung."""
+    return _curves_by_rung(rows, (("C_test", ".-", "C"), ("A_test", ".--", "A")), "score (test split)",
+                           note_empty=True)
 
 
 def plot_gap_vs_size(rows: list[dict[str, Any]]) -> Figure:
@@ -256,27 +266,8 @@ def plot_gap_vs_size(rows: list[dict[str, Any]]) -> Figure:
 def plot_inspect_curves(inspect_rows: list[dict[str, Any]]) -> Figure:
     """Per (env, dials): the goal probe at the policy head's input on proxy-ending test episodes
     (solid) and the forecast's best-layer AUROC (dashed) against env steps, one colour per rung."""
-    panels = _panels(inspect_rows)
-    fig, axes = _grid(len(panels))
-    cmap = colormaps["viridis"]
-    top = max((r["rung_index"] for r in inspect_rows), default=1) or 1
-    for ax, ((env, dials), panel) in zip(axes, panels.items(), strict=False):
-        by_rung: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in panel:
-            by_rung[r["rung"]].append(r)
-        for rung, rs in by_rung.items():
-            rs = sorted(rs, key=lambda r: r["step"])
-            colour = cmap(0.9 * rs[0]["rung_index"] / top)
-            steps = _col(rs, "step")
-            for m, style in (("probe/head", ".-"), ("forecast/best", ".--")):
-                if all(m in r for r in rs):
-                    ax.plot(steps, _col(rs, m), style, color=colour, label=f"{rung} {m}")
-        ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel="probe accuracy / AUROC")
-        ax.set_title(_panel_title(env, dials), fontsize=8)
-        ax.legend(fontsize=6, ncols=2)
-    if not panels:
-        axes[0].text(0.5, 0.5, "no data", ha="center", va="center")
-    return fig
+    series = (("probe/head", ".-", "probe/head"), ("forecast/best", ".--", "forecast/best"))
+    return _curves_by_rung(inspect_rows, series, "probe accuracy / AUROC", note_empty=False)
 
 
 def _rgb(fig: Figure) -> np.ndarray:

@@ -94,11 +94,16 @@ def append_line(path: Path, data: Mapping[str, Any]) -> None:
 # ----- the run directory --------------------------------------------------------------
 
 
-def source_name(init_from: str | Path) -> str:
-    """The run a fine-tuning run started from, by name: ``init_from`` is that run's dir or one of its
+def source_dir(init_from: str | Path) -> Path:
+    """The run dir a fine-tuning run started from: ``init_from`` is that run's dir or one of its
     checkpoints (``<run>/checkpoints/step_N.pt``)."""
     src = Path(init_from)
-    return src.parent.parent.name if src.suffix == ".pt" else src.name
+    return src.parent.parent if src.suffix == ".pt" else src
+
+
+def source_name(init_from: str | Path) -> str:
+    """The name of the run a fine-tuning run started from (see :func:`source_dir`)."""
+    return source_dir(init_from).name
 
 
 def run_name(config: Mapping[str, Any]) -> str:
@@ -160,11 +165,10 @@ def load_init(source: str | Path, config: Mapping[str, Any], agent: torch.nn.Mod
 
 def source_config(init_from: str | Path) -> dict[str, Any]:
     """The config of the run a fine-tuning run starts from (``init_from``: its run dir or a checkpoint)."""
-    path = Path(init_from)
-    run = path.parent.parent if path.suffix == ".pt" else path
+    run = source_dir(init_from)
     if (run / "config.json").exists():
         return read_config(run)
-    return load_checkpoint(path)["config"]
+    return load_checkpoint(Path(init_from))["config"]
 
 
 def split_dials(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

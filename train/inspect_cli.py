@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,15 @@ def _runs(paths: list[str], where: list[str] | None = None, finished: bool = Fal
         have = "; ".join(f"{n} in {{{', '.join(map(str, sorted(v, key=str)))}}}" for n, v in seen.items())
         raise InspectUsageError(f"no run matches --where {' '.join(where or [])} (the runs have {have})")
     return kept
+
+
+def _groups(summary: list[dict[str, Any]]) -> Iterator[tuple[bool, dict[str, Any]]]:
+    """The summary rows, each with whether it opens a new (env, dials, rung) group (for a header)."""
+    last = None
+    for row in summary:
+        key = (row["env"], row["dials"], row["rung"])
+        yield key != last, row
+        last = key
 
 
 def _fmt(v: Any, lo: Any = None, hi: Any = None) -> str:
@@ -291,10 +301,8 @@ def cmd_probe(argv: list[str]) -> None:
     summary = I.across_runs(per_run, ("env", "dials", "rung", "net", "target", "layer"), values)
     head = f"{'net':8s} {'target':6s} {'layer':18s} {'acc: test, ends in proxy':>34s} {'chance':>7s} " \
            f"{'acc: test':>8s} {'acc: train':>10s} {'chance':>7s}"
-    last = None
-    for s in summary:
-        if (s["env"], s["dials"], s["rung"]) != last:
-            last = (s["env"], s["dials"], s["rung"])
+    for first, s in _groups(summary):
+        if first:
             print(f"\n{s['env']} [{s['dials']}] {s['rung']} ({s['runs']} runs; mean [95% CI over runs])\n{head}")
         print(f"{s['net']:8s} {s['target']:6s} {s['layer']:18s} "
               f"{_fmt(s['acc_test_proxy'], s['acc_test_proxy_lo'], s['acc_test_proxy_hi']):>34s} "
@@ -340,10 +348,8 @@ def cmd_steer(argv: list[str]) -> None:
     values = ("A", "proxy", "C", *(("visits_cell",) if a.cell is not None else ()))
     summary = I.across_runs(per_run, ("env", "dials", "rung", "layer", "scale"), values)
     if len(per_run) > 1:
-        last = None
-        for s in summary:
-            if (s["env"], s["dials"], s["rung"]) != last:
-                last = (s["env"], s["dials"], s["rung"])
+        for first, s in _groups(summary):
+            if first:
                 print(f"\n{s['env']} [{s['dials']}] {s['rung']} ({s['runs']} runs; {kind} at {a.layer}; "
                       f"mean [95% CI over runs])")
             extra = f"  visits cell {_fmt(s['visits_cell'], s['visits_cell_lo'], s['visits_cell_hi'])}" \
@@ -374,10 +380,8 @@ def cmd_forecast(argv: list[str]) -> None:
                               shuffle=a.shuffle, progress=not a.no_progress)
         per_run.append([{"run": run.name, **_group(config), **r} for r in rows])
     summary = I.across_runs(per_run, ("env", "dials", "rung", "layer"), ("auroc", "base_rate_test"))
-    last = None
-    for s in summary:
-        if (s["env"], s["dials"], s["rung"]) != last:
-            last = (s["env"], s["dials"], s["rung"])
+    for first, s in _groups(summary):
+        if first:
             print(f"\n{s['env']} [{s['dials']}] {s['rung']} ({s['runs']} runs; test proxy rate "
                   f"{s['base_rate_test']:.3f})\n{'layer':18s} {'AUROC':>26s}")
         print(f"{s['layer']:18s} {_fmt(s['auroc'], s['auroc_lo'], s['auroc_hi']):>26s}")

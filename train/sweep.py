@@ -123,7 +123,7 @@ def source_run(root: Path, trial: Args, where: Iterable[str] = ()) -> Path:
     r = rung(trial.rung).name
     found = []
     for config_path in sorted(runs.glob("*/config.json")):
-        c = json.loads(config_path.read_text())
+        c = rundir.read_config(config_path.parent)
         if (c.get("env"), c.get("family"), c.get("seed")) != (trial.env, trial.family, trial.seed):
             continue
         if rung(c["rung"]).name != r:
