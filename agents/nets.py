@@ -95,6 +95,8 @@ class ActorCritic(nn.Module):
             raise DialError(f"unknown network family {family!r}; expected one of {', '.join(FAMILIES)}")
         c, h, w = obs_shape
         self.family, self.m = family, m
+        self.channels_last = family != "mlp"
+        """Convolve in oneDNN's fast channels-last layout (off inside ``torch.func.vmap``, which cannot)."""
         self.register_buffer("scale", 1.0 / torch.as_tensor(plane_high, dtype=torch.float32).view(1, c, 1, 1))
         if family == "impala":
             widths = (m, 2 * m, 2 * m)
@@ -129,7 +131,7 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = obs.float() * self.scale
-        if self.family != "mlp":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         z = self.trunk(x)
         return self.pi(z), self.v(z).squeeze(-1)

@@ -188,6 +188,9 @@ def cmd_sweep(argv: list[str]) -> None:
     p.add_argument("--backend", default="local", choices=("local", "ray"))
     p.add_argument("--workers", type=int, default=0, help="local worker processes (0 = one per core)")
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend; none = a local instance)")
+    p.add_argument("--no-group", action="store_true",
+                   help="train every seed in a process of its own (default: the seeds of a small rung train "
+                        "together as one batched computation; see capgap.train.sweep.plan)")
     p.add_argument("--no-progress", action="store_true")
     a, rest = p.parse_known_args(argv)
     if any(f.split("=")[0] in ("--sizes", "--size") for f in rest):
@@ -200,7 +203,7 @@ def cmd_sweep(argv: list[str]) -> None:
     sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=seeds,
                   grid=parse_grid(a.grid), base=base, out=Path(a.out), init_where=tuple(a.init_where))
     t0 = time.time()
-    run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress)
+    run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress, group=not a.no_group)
     print(f"sweep: {len(sweep.trials())} trials in {sweep.out} ({time.time() - t0:.0f} s, {os.cpu_count()} cores)")
     print(f"next:  capgap eval {sweep.out} && capgap report {sweep.out}")
 

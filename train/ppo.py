@@ -9,6 +9,12 @@ leaves on disk (config, checkpoints, episode files, the lock) is :mod:`capgap.ru
 
     capgap train --env capgap/CheeseCorner-v0 --rung 3 --seed 0 --total-steps 2_000_000 --out runs/
 
+Every tensor of the flow carries a leading *seed* dimension S: ``train_seeds`` trains several seeds
+of one configuration as one batched computation (one engine of S × ``num_envs`` envs, the seeds'
+networks stacked into one :class:`~capgap.agents.stack.SeedStack`, one Adam over the stacked
+parameters), which is what makes small rungs cheap; a lone run is S = 1. Each seed keeps its own
+run dir, init, levels, random stream, gradient clipping and checkpoints (:mod:`capgap.train.seeds`).
+
 TensorBoard tags (x-axis = env steps): ``charts/*`` (training episodes, SPS, LR), ``losses/*``,
 ``eval/{train,test}/{C,A,proxy,neither,return,length}`` (names: :mod:`capgap.eval.records`),
 images ``eval/*/visits`` and ``eval/test/trajectory``; a custom-scalars chart "C vs A" and an
@@ -20,8 +26,10 @@ support, each evaluation also looks inside the network: ``inspect/A_ds``, ``insp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +37,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from capgap import rundir
 from capgap.agents import FAMILIES, ActorCritic, build
+from capgap.agents.stack import SeedStack
 from capgap.envs import BUDGETS, DEFAULT_ENV, OUTCOMES, CapgapError, make_core, parse_dials, task_class
 from capgap.eval.inspect import PROBE_ENVS, inspection_record, training_summary
 from capgap.eval.records import run_meta, split_key, tag
 from capgap.eval.rollout import evaluate, heatmap, trajectory
 from capgap.rundir import RunError
+from capgap.train import seeds
 from capgap.train.allocator import keep_freed_memory
+from capgap.train.seeds import load_checkpoints as load_group_checkpoint
+from capgap.train.seeds import save_checkpoints as save_group_checkpoint
 
 
 @dataclass
@@ -156,85 +167,108 @@ def config_of(args: Args) -> dict[str, Any]:
 
 def train(args: Args) -> Path:
     """Train (or resume) one run; returns its directory."""
-    args = with_budget(args)
-    check_args(args)
+    return train_seeds([args])[0]
+
+
+def train_seeds(runs: list[Args]) -> list[Path]:
+    """Train (or resume) several seeds of one configuration as one batched computation (one
+    engine, one stacked network: :mod:`capgap.train.seeds`), each into its own run dir, exactly
+    as lone runs would be laid out; returns their directories. The runs may differ only in
+    ``seed``, ``name`` and ``init_from``. Interrupted seeds resume from their latest common
+    checkpoint (``seeds.rewind``); seeds with none in common train apart."""
+    runs = [with_budget(a) for a in runs]
+    for a in runs:
+        check_args(a)
+    seeds.shared(runs)
     keep_freed_memory()  # reuse freed buffers instead of mapping fresh pages every minibatch
-    torch.manual_seed(args.seed)
-    dials = parse_dials(args.dials)  # the only parse of this run's dials
-    agent = build(args.env, args.rung, args.family, **dials)  # validates env, rung, dials
-    config = config_of(args)
-    if args.init_from:  # fine-tuning: start from another run's network (a resumed run then loads its own)
-        rundir.load_init(args.init_from, config, agent)
-    eval_dials = rundir.split_dials(config)  # a fine-tuning run's "train" split stays the task it learned first
-    run_dir = Path(args.out) / rundir.run_name(config)
-    rundir.prepare_run_dir(run_dir, config)
-    with rundir.run_lock(run_dir):
-        if rundir.is_done(run_dir):
-            print(f"{run_dir} already finished; nothing to do")
-        else:
-            with rundir.disk_guard(run_dir):  # a full disk anywhere (e.g. TensorBoard's writer): one line
-                _train(args, dials, eval_dials, run_dir, agent.to(args.device))
-    return run_dir
+    dials = parse_dials(runs[0].dials)  # the only parse of these runs' dials
+    group: list[tuple[seeds.Run, ActorCritic]] = []
+    for a in runs:
+        torch.manual_seed(a.seed)  # each seed's init, as in a lone run
+        net = build(a.env, a.rung, a.family, **dials)  # validates env, rung, dials
+        config = config_of(a)
+        if a.init_from:  # fine-tuning: start from another run's network (a resumed run then loads its own)
+            rundir.load_init(a.init_from, config, net)
+        run = seeds.Run(a, config, Path(a.out) / rundir.run_name(config), rundir.split_dials(config))
+        rundir.prepare_run_dir(run.run_dir, config)
+        group.append((run, net))
+    with contextlib.ExitStack() as stack:
+        for run, _ in group:
+            stack.enter_context(rundir.run_lock(run.run_dir))
+        todo = []
+        for run, net in group:
+            if rundir.is_done(run.run_dir):
+                print(f"{run.run_dir} already finished; nothing to do")
+            else:
+                todo.append((run, net))
+        seeds.rewind([run.run_dir for run, _ in todo])
+        todo.sort(key=lambda rn: seeds.resume_step(rn[0].run_dir))
+        for _, same_step in itertools.groupby(todo, key=lambda rn: seeds.resume_step(rn[0].run_dir)):
+            part = list(same_step)
+            with rundir.disk_guard(part[0][0].run_dir):  # a full disk anywhere (e.g. TensorBoard's writer): one line
+                _train([r for r, _ in part], dials, SeedStack([n for _, n in part]).to(runs[0].device))
+    return [run.run_dir for run, _ in group]
 
 
-def _train(args: Args, dials: dict[str, Any], eval_dials: dict[str, dict[str, Any]], run_dir: Path,
-           agent: ActorCritic) -> None:
+def _train(runs: list[seeds.Run], dials: dict[str, Any], agent: SeedStack) -> None:
+    args = runs[0].args  # what the seeds share
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    # ----- setup ----------------------------------------------------------------------
+    # ----- setup: S seeds x N envs each; every buffer is (S, T, N) -----------------------
     device = torch.device(args.device)
+    S, N, T = len(runs), args.num_envs, args.num_steps
     params = agent.num_params()
-    config = config_of(args)
-    meta = run_meta(config, dials, params, run_dir.name)
+    metas = [run_meta(r.config, dials, params, r.run_dir.name) for r in runs]
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=1e-5)
-    core = make_core(args.env, args.num_envs, "train", args.num_levels, args.device, **dials)
-    core.reset(args.seed * (1 << 20) + np.arange(args.num_envs))
-    batch = args.num_envs * args.num_steps
+    core = make_core(args.env, S * N, "train", args.num_levels, args.device, **dials)
+    core.reset(np.concatenate([r.args.seed * seeds.ENV_STRIDE + np.arange(N) for r in runs]))
+    rngs = [torch.Generator(device).manual_seed(r.args.seed) for r in runs]  # each seed's own random stream
+    batch = N * T  # per seed
     minibatch = batch // args.num_minibatches
     num_iterations = args.total_steps // batch
     iteration, global_step, next_eval = 0, 0, 0
-    resume_from = rundir.latest_checkpoint(run_dir)
-    if resume_from is not None:
-        ckpt = rundir.load_checkpoint(resume_from, agent)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        core.load_state_dict(ckpt["core"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        iteration, global_step, next_eval = ckpt["iteration"], ckpt["global_step"], ckpt["next_eval"]
-        rundir.trim_evals(run_dir, global_step)
+    resumed = rundir.latest_checkpoint(runs[0].run_dir) is not None
+    if resumed:
+        iteration, global_step, next_eval = load_group_checkpoint(runs, agent, optimizer, core, rngs)
     else:
-        rundir.discard_unsaved(run_dir)
+        for r in runs:
+            rundir.discard_unsaved(r.run_dir)
     # events logged after the checkpoint (by the killed process) are purged from TensorBoard's view
-    writer = SummaryWriter(str(run_dir), purge_step=global_step + 1 if resume_from else None)
-    if resume_from is None:
-        log_run_header(writer, config, params)
+    writers = [SummaryWriter(str(r.run_dir), purge_step=global_step + 1 if resumed else None) for r in runs]
+    if not resumed:
+        for w, r in zip(writers, runs, strict=True):
+            log_run_header(w, r.config, params)
 
-    obs_buf = torch.zeros((args.num_steps, *core.obs.shape), dtype=torch.uint8, device=device)
-    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
-    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    obs_shape = core.obs.shape[1:]
+    obs_buf = torch.zeros((S, T, N, *obs_shape), dtype=torch.uint8, device=device)
+    actions = torch.zeros((S, T, N), dtype=torch.long, device=device)
+    logprobs = torch.zeros((S, T, N), device=device)
     rewards = torch.zeros_like(logprobs)
     dones = torch.zeros_like(logprobs)
     values = torch.zeros_like(logprobs)
+    rows = torch.arange(S, device=device).unsqueeze(1)  # picks each seed's own minibatch
 
     from tqdm import tqdm
 
     bar = tqdm(total=args.total_steps, initial=global_step, unit="step", unit_scale=True, disable=not args.progress,
-               desc=run_dir.name, dynamic_ncols=True)
-    last: dict[str, float] = {}
+               desc=runs[0].run_dir.name if S == 1 else f"{S} seeds of {runs[0].run_dir.name}", dynamic_ncols=True)
+    last: list[dict[str, float]] = [{} for _ in runs]
     start_time, train_time, start_step = time.time(), 0.0, global_step
 
-    def checkpoint() -> dict[str, Any]:
-        """Everything a resumed run needs to continue exactly, as plain tensors and data."""
-        return {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "core": core.state_dict(),
-                "torch_rng": torch.get_rng_state(), "iteration": iteration, "global_step": global_step,
-                "next_eval": next_eval, "params": params, "config": config}
+    def evaluate_and_checkpoint() -> None:
+        """Evaluate each seed's network on both splits, log it, and checkpoint every seed."""
+        for s, r in enumerate(runs):
+            last[s] = evaluate_and_log(agent.network(s), r.args, r.eval_dials, writers[s], r.run_dir, global_step,
+                                       metas[s], core.task.channels)
+            writers[s].flush()  # everything up to this step is on disk before the checkpoint exists
+        save_group_checkpoint(runs, agent, optimizer, core, rngs, params,
+                              {"iteration": iteration, "global_step": global_step, "next_eval": next_eval})
+        bar.set_postfix({k: f"{np.mean([m[k] for m in last]):.2f}" for k in HEADLINE})
 
-    if resume_from is None:  # the untrained policy: t = 0 of the curves
-        last = evaluate_and_log(agent, args, eval_dials, writer, run_dir, global_step, meta, core.task.channels)
+    if not resumed:  # the untrained policy: t = 0 of the curves
         next_eval = global_step + args.eval_every
-        writer.flush()  # everything up to this step is on disk before the checkpoint exists
-        rundir.save_checkpoint(run_dir, global_step, checkpoint())
-        bar.set_postfix({k: f"{last[k]:.2f}" for k in HEADLINE})
+        evaluate_and_checkpoint()
 
     # ----- the training loop ----------------------------------------------------------
     while iteration < num_iterations:
@@ -243,109 +277,112 @@ def _train(args: Args, dials: dict[str, Any], eval_dials: dict[str, dict[str, An
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = args.lr * (1.0 - (iteration - 1.0) / num_iterations)
 
-        ep_n = ep_ret = ep_len = 0.0
-        ep_outcomes = torch.zeros(len(OUTCOMES), device=device)
+        ep_n, ep_ret, ep_len = (torch.zeros(S, device=device) for _ in range(3))
+        ep_outcomes = torch.zeros(S * len(OUTCOMES), device=device)
         with torch.no_grad():
-            for step in range(args.num_steps):
-                obs_buf[step] = core.obs
-                logits, value = agent(core.obs)
+            for step in range(T):
+                obs = core.obs.view(S, N, *obs_shape)
+                obs_buf[:, step] = obs
+                logits, value = agent(obs)
                 logp_all = torch.log_softmax(logits, -1)
-                action = torch.multinomial(logp_all.exp(), 1).squeeze(1)
-                actions[step], values[step] = action, value
-                logprobs[step] = logp_all.gather(1, action.unsqueeze(1)).squeeze(1)
-                reward, terminated, truncated = core.step(action)
-                rewards[step], dones[step] = reward, (terminated | truncated).float()
+                action = torch.stack([torch.multinomial(p.exp(), 1, generator=g).squeeze(1)
+                                      for p, g in zip(logp_all, rngs, strict=True)])
+                actions[:, step], values[:, step] = action, value
+                logprobs[:, step] = logp_all.gather(2, action.unsqueeze(2)).squeeze(2)
+                reward, terminated, truncated = core.step(action.view(-1))
+                rewards[:, step], dones[:, step] = reward.view(S, N), (terminated | truncated).view(S, N).float()
                 e = core.episodes
                 if e.done.any():
-                    d = e.done
-                    ep_n += float(d.sum())
-                    ep_ret += float(e.ret[d].sum())
-                    ep_len += float(e.length[d].sum())
-                    ep_outcomes += torch.bincount(e.outcome[d].long(), minlength=len(OUTCOMES)).float()
+                    d = e.done.view(S, N).float()
+                    ep_n += d.sum(1)
+                    ep_ret += (e.ret.view(S, N) * d).sum(1)
+                    ep_len += (e.length.view(S, N) * d).sum(1)
+                    seed_of = torch.arange(S * N, device=device) // N
+                    ep_outcomes += torch.bincount((seed_of * len(OUTCOMES) + e.outcome.long())[e.done],
+                                                  minlength=S * len(OUTCOMES)).float()
             global_step += batch
 
-            # GAE: dones[t] says the episode ended at transition t (no bootstrap past it)
-            _, next_value = agent(core.obs)
+            # GAE: dones[:, t] says the episode ended at transition t (no bootstrap past it)
+            _, next_value = agent(core.obs.view(S, N, *obs_shape))
             advantages = torch.zeros_like(rewards)
-            gae = torch.zeros(args.num_envs, device=device)
-            for t in reversed(range(args.num_steps)):
-                nv = next_value if t == args.num_steps - 1 else values[t + 1]
-                nonterminal = 1.0 - dones[t]
-                delta = rewards[t] + args.gamma * nv * nonterminal - values[t]
+            gae = torch.zeros((S, N), device=device)
+            for t in reversed(range(T)):
+                nv = next_value if t == T - 1 else values[:, t + 1]
+                nonterminal = 1.0 - dones[:, t]
+                delta = rewards[:, t] + args.gamma * nv * nonterminal - values[:, t]
                 gae = delta + args.gamma * args.gae_lambda * nonterminal * gae
-                advantages[t] = gae
+                advantages[:, t] = gae
             returns = advantages + values
 
-        b_obs = obs_buf.reshape(batch, *core.obs.shape[1:])
-        b_actions, b_logprobs = actions.reshape(-1), logprobs.reshape(-1)
-        b_adv, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        b_obs = obs_buf.view(S, batch, *obs_shape)
+        b_actions, b_logprobs = actions.view(S, batch), logprobs.view(S, batch)
+        b_adv, b_returns, b_values = advantages.view(S, batch), returns.view(S, batch), values.view(S, batch)
         clipfracs = []
         for _epoch in range(args.update_epochs):
-            perm = torch.randperm(batch, device=device)
+            perm = torch.stack([torch.randperm(batch, generator=g, device=device) for g in rngs])
             for start in range(0, batch, minibatch):
-                mb = perm[start:start + minibatch]
-                logits, newvalue = agent(b_obs[mb])
+                mb = perm[:, start:start + minibatch]  # (S, minibatch): each seed's own samples
+                logits, newvalue = agent(b_obs[rows, mb])
                 logp_all = torch.log_softmax(logits, -1)
-                newlogprob = logp_all.gather(1, b_actions[mb].unsqueeze(1)).squeeze(1)
+                newlogprob = logp_all.gather(2, b_actions[rows, mb].unsqueeze(2)).squeeze(2)
                 entropy = -(logp_all.exp() * logp_all).sum(-1)
-                logratio = newlogprob - b_logprobs[mb]
+                logratio = newlogprob - b_logprobs[rows, mb]
                 ratio = logratio.exp()
-                with torch.no_grad():
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
-                mb_adv = b_adv[mb]
+                with torch.no_grad():  # per seed, like every loss below: (S,)
+                    old_approx_kl = (-logratio).mean(1)
+                    approx_kl = ((ratio - 1) - logratio).mean(1)
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean(1))
+                mb_adv = b_adv[rows, mb]
                 if args.norm_adv:
-                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                    mb_adv = (mb_adv - mb_adv.mean(1, keepdim=True)) / (mb_adv.std(1, keepdim=True) + 1e-8)
                 pg_loss = torch.max(-mb_adv * ratio,
-                                    -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                                    -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean(1)
+                mb_values, mb_returns = b_values[rows, mb], b_returns[rows, mb]
                 if args.clip_vloss:
-                    v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -args.clip_coef, args.clip_coef)
-                    v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                    v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                    v_loss = 0.5 * torch.max((newvalue - mb_returns) ** 2, (v_clipped - mb_returns) ** 2).mean(1)
                 else:
-                    v_loss = 0.5 * ((newvalue - b_returns[mb]) ** 2).mean()
-                entropy_loss = entropy.mean()
+                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean(1)
+                entropy_loss = entropy.mean(1)
                 loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
                 optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                loss.sum().backward()  # the seeds' parameters are disjoint: each gets its own gradient
+                agent.clip_grad_norms_(args.max_grad_norm)  # per seed, as clip_grad_norm_ per network
                 optimizer.step()
 
         # ----- logging --------------------------------------------------------------------
         train_time += time.perf_counter() - t_iter
-        var_y = b_returns.var()
-        explained_var = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
         sps = (global_step - start_step) / max(train_time, 1e-9)  # training only: evaluations excluded
-        w = writer.add_scalar
-        w("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        w("charts/SPS", sps, global_step)
-        if ep_n:
-            w("charts/episodic_return", ep_ret / ep_n, global_step)
-            w("charts/episodic_length", ep_len / ep_n, global_step)
-            for i, o in enumerate(OUTCOMES):
-                w(f"charts/{o}_rate", float(ep_outcomes[i]) / ep_n, global_step)
-        w("losses/value_loss", v_loss.item(), global_step)
-        w("losses/policy_loss", pg_loss.item(), global_step)
-        w("losses/entropy", entropy_loss.item(), global_step)
-        w("losses/old_approx_kl", old_approx_kl.item(), global_step)
-        w("losses/approx_kl", approx_kl.item(), global_step)
-        w("losses/clipfrac", float(np.mean(clipfracs)), global_step)
-        w("losses/explained_variance", explained_var, global_step)
+        var_y, var_err = b_returns.var(1), (b_returns - b_values).var(1)
+        explained_var = torch.where(var_y == 0, torch.nan, 1 - var_err / var_y)
+        clipfrac = torch.stack(clipfracs).mean(0)
+        for s, writer in enumerate(writers):
+            w = writer.add_scalar
+            w("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            w("charts/SPS", sps, global_step)
+            if ep_n[s]:
+                w("charts/episodic_return", float(ep_ret[s] / ep_n[s]), global_step)
+                w("charts/episodic_length", float(ep_len[s] / ep_n[s]), global_step)
+                for i, o in enumerate(OUTCOMES):
+                    w(f"charts/{o}_rate", float(ep_outcomes[s * len(OUTCOMES) + i] / ep_n[s]), global_step)
+            for name, value in (("value_loss", v_loss), ("policy_loss", pg_loss), ("entropy", entropy_loss),
+                                ("old_approx_kl", old_approx_kl), ("approx_kl", approx_kl)):
+                w(f"losses/{name}", float(value[s].detach()), global_step)
+            w("losses/clipfrac", float(clipfrac[s]), global_step)
+            w("losses/explained_variance", float(explained_var[s]), global_step)
         bar.update(batch)
 
         # ----- evaluation and checkpoint ---------------------------------------------------
         if global_step >= next_eval or iteration == num_iterations:
-            last = evaluate_and_log(agent, args, eval_dials, writer, run_dir, global_step, meta, core.task.channels)
             next_eval = global_step + args.eval_every
-            writer.flush()  # everything up to this step is on disk before the checkpoint exists
-            rundir.save_checkpoint(run_dir, global_step, checkpoint())
-            bar.set_postfix({k: f"{last[k]:.2f}" for k in HEADLINE})
+            evaluate_and_checkpoint()
 
     bar.close()
-    writer.close()
-    final = {"global_step": global_step, "parameters": params, "wall_s": time.time() - start_time,
-             "train_sps": (global_step - start_step) / max(train_time, 1e-9), **last}
-    rundir.write_json(run_dir / "done.json", final)
+    for s, r in enumerate(runs):
+        writers[s].close()
+        final = {"global_step": global_step, "parameters": params, "wall_s": time.time() - start_time,
+                 "train_sps": (global_step - start_step) / max(train_time, 1e-9), "group_seeds": S, **last[s]}
+        rundir.write_json(r.run_dir / "done.json", final)
 
 
 # ----- what the flow calls ----------------------------------------------------------------

@@ -32,6 +32,7 @@ so no trial ever runs twice at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -43,10 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from capgap import rundir
-from capgap.agents import rung
+from capgap.agents import build, rung
 from capgap.envs import CapgapError, DialError, parse_dials, task_class
 from capgap.rundir import RunError
-from capgap.train.ppo import Args, check_args, config_of, train, with_budget
+from capgap.train import seeds
+from capgap.train.ppo import Args, check_args, config_of, train_seeds, with_budget
 
 
 @dataclass
@@ -218,10 +220,45 @@ def is_done(trial: Args) -> bool:
 
 
 def run_trial(config: dict[str, Any]) -> dict[str, Any]:
-    """Train one trial (resuming it if it was interrupted); the one function every backend rundir."""
-    args = Args(**{**config, "dials": tuple(config["dials"])})
-    run_dir = train(args)
-    return {"run": run_dir.name, **json.loads((run_dir / "done.json").read_text())}
+    """Train one trial (resuming it if it was interrupted)."""
+    return run_trials([config])[0]
+
+
+def run_trials(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Train trials that differ only in their seed as one batched group (``train_seeds``), resuming
+    interrupted ones; the one function every backend runs. Returns each trial's summary."""
+    args = [Args(**{**c, "dials": tuple(c["dials"])}) for c in configs]
+    return [{"run": d.name, **json.loads((d / "done.json").read_text())} for d in train_seeds(args)]
+
+
+GROUP_MAX_PARAMS = 40_000
+"""Seeds of a rung up to this many parameters train as one group (``train_seeds``): they are
+overhead-bound, so S seeds cost far less than S runs (``benchmarks/group_speed.py``). Larger
+networks are compute-bound and gain nothing, so they run one seed per process, which keeps
+more cores busy."""
+
+
+def plan(trials: list[Args], group: bool = True) -> list[list[Args]]:
+    """The sweep's jobs, largest first (so the longest start first): trials equal in everything but
+    the seed and small enough to gain (``GROUP_MAX_PARAMS``) as one group; every other trial alone."""
+    jobs: dict[tuple, list[Args]] = {}
+    for t in trials:
+        config = {k: v for k, v in config_of(t).items() if k not in seeds.PER_SEED}
+        key: tuple = (json.dumps(config, sort_keys=True),)
+        if not group or _params(t) > GROUP_MAX_PARAMS:
+            key += (t.seed,)
+        jobs.setdefault(key, []).append(t)
+    cost = {k: sum(t.total_steps * (1 + _params(t) / 20_000) for t in j) for k, j in jobs.items()}
+    return [jobs[k] for k in sorted(jobs, key=lambda k: -cost[k])]
+
+
+def _params(t: Args) -> int:
+    return _count(t.env, t.rung, t.family, t.dials)
+
+
+@functools.cache
+def _count(env: str, rung_: str, family: str, dials: tuple[str, ...]) -> int:
+    return build(env, rung_, family, **parse_dials(dials)).num_params()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -269,13 +306,13 @@ def run_ray(fn: Callable[[dict[str, Any]], dict[str, Any]], items: list[dict[str
 
 
 def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: str | None = None,
-              progress: bool = True) -> list[dict[str, Any]]:
-    """Run every unfinished trial; returns the summaries of the trials run now."""
+              progress: bool = True, group: bool = True) -> list[dict[str, Any]]:
+    """Run every unfinished trial; returns the summaries of the trials run now. ``group``: train the
+    seeds of a small rung as one batched group (:func:`plan`)."""
     validate(sweep)
     prepare(sweep)
     cores = os.cpu_count() or 1
     workers = workers or cores
-    threads = max(1, cores // workers)
     todo = [t for t in sweep.trials() if not is_done(t)]
     total = len(sweep.trials())
     from tqdm import tqdm
@@ -284,17 +321,21 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: s
                desc=f"sweep {sweep.out.name}")
     done: list[dict[str, Any]] = []
 
-    def on_done(summary: dict[str, Any]) -> None:
-        done.append(summary)
-        bar.update(1)
-        bar.set_postfix(last=summary["run"][-40:], C_test=f"{summary.get('C_test', float('nan')):.2f}",
-                        A_test=f"{summary.get('A_test', float('nan')):.2f}")
+    def on_done(summaries: list[dict[str, Any]]) -> None:
+        for summary in summaries:
+            done.append(summary)
+            bar.update(1)
+            bar.set_postfix(last=summary["run"][-40:], C_test=f"{summary.get('C_test', float('nan')):.2f}",
+                            A_test=f"{summary.get('A_test', float('nan')):.2f}")
 
-    items = [{**config_of(t), "threads": threads} for t in todo]
+    jobs = plan(todo, group)
+    workers = min(workers, max(len(jobs), 1))
+    threads = max(1, cores // workers)  # fewer jobs than workers: each gets more threads
+    items = [[{**config_of(t), "threads": threads} for t in job] for job in jobs]
     if backend == "local":
-        run_local(run_trial, items, min(workers, max(len(items), 1)), on_done)
+        run_local(run_trials, items, workers, on_done)
     elif backend == "ray":
-        run_ray(run_trial, items, threads, address, on_done)
+        run_ray(run_trials, items, threads, address, on_done)
     else:
         raise CapgapError(f"unknown backend {backend!r}; expected local or ray")
     bar.close()
