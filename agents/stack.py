@@ -3,9 +3,13 @@
 The smallest rungs are overhead-bound: a forward pass of a few thousand parameters costs about
 as much in Python, dispatch and kernel launches as one of ten times the size. ``SeedStack``
 holds S networks of one architecture (one per training seed) with every parameter stacked
-along a new leading dimension, and evaluates all S on their own inputs in one call
-(``torch.func.vmap`` over ``torch.func.functional_call``: convolutions become grouped
-convolutions, dense layers batched matmuls). Since the seeds' parameters are disjoint slices,
+along a new leading dimension, and evaluates all S on their own inputs in one call of
+*grouped layers*: the seeds' feature maps side by side as channel groups of one image
+(B, S·C, H, W) in the channels-last layout, each convolution one grouped convolution
+(``groups=S``), each dense layer one batched matmul over (S, B, F). ``torch.func.vmap`` over
+``functional_call`` computes the same but cannot use the channels-last layout; it stays as the
+reference (``SeedStack.grouped = False``; ``benchmarks/group_speed.py`` times both). Since the
+seeds' parameters are disjoint slices,
 the gradient of a sum of per-seed losses is each seed's own gradient, and an elementwise
 optimizer (Adam) updates every slice exactly as it would update that seed's separate network.
 
@@ -20,10 +24,11 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .nets import ActorCritic
+from .nets import ActorCritic, ResidualBlock
 
 
 class SeedStack(nn.Module):
@@ -33,6 +38,9 @@ class SeedStack(nn.Module):
     own ``parameters()``; slice ``s`` of each is seed ``s``'s network (:meth:`network`,
     :meth:`state_of`, :meth:`load_state_of`).
     """
+
+    grouped = True
+    """Grouped layers (default), or ``torch.func.vmap`` over ``functional_call`` (the reference)."""
 
     def __init__(self, nets: list[ActorCritic]) -> None:
         super().__init__()
@@ -60,7 +68,46 @@ class SeedStack(nn.Module):
         if self.size == 1:  # one seed: a plain call, no batching machinery
             logits, value = functional_call(self.template, {k: p[0] for k, p in params.items()}, (obs[0],))
             return logits.unsqueeze(0), value.unsqueeze(0)
-        return self._call(params, obs)
+        if not self.grouped:
+            return self._call(params, obs)
+        t = self.template
+        S, B = obs.shape[:2]
+        x = obs.float() * t.scale.unsqueeze(0)  # (S, B, C, H, W)
+        if t.family != "mlp":  # the seeds' planes as channel groups of one image
+            x = x.transpose(0, 1).reshape(B, S * x.shape[2], *x.shape[3:]).contiguous(memory_format=torch.channels_last)
+        x = self._grouped(t.trunk, "trunk", params, x)
+        return self._linear(params, "pi", x), self._linear(params, "v", x).squeeze(-1)
+
+    def _grouped(self, module: nn.Module, name: str, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Apply ``module`` (at path ``name``) to all seeds at once: images (B, S·C, H, W), vectors (S, B, F)."""
+        S = self.size
+        if isinstance(module, nn.Sequential):
+            for i, child in enumerate(module):
+                x = self._grouped(child, f"{name}.{i}", params, x)
+            return x
+        if isinstance(module, ResidualBlock):
+            h = self._grouped(module.conv0, f"{name}.conv0", params, torch.relu(x))
+            return x + self._grouped(module.conv1, f"{name}.conv1", params, torch.relu(h))
+        if isinstance(module, nn.Conv2d):
+            w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+            return F.conv2d(x, w.reshape(-1, *w.shape[2:]), b.reshape(-1), module.stride, module.padding, groups=S)
+        if isinstance(module, nn.ReLU):
+            return torch.relu(x)
+        if isinstance(module, nn.MaxPool2d):
+            return F.max_pool2d(x, module.kernel_size, module.stride, module.padding)
+        if isinstance(module, nn.Flatten):  # each seed's (C, H, W) flattened in nn.Flatten's order
+            if x.dim() == 5:  # mlp: observations (S, B, C, H, W)
+                return x.flatten(2)
+            B, _, H, W = x.shape
+            return x.reshape(B, S, -1, H, W).flatten(2).transpose(0, 1)
+        if isinstance(module, nn.Linear):
+            return self._linear(params, name, x)
+        raise TypeError(f"SeedStack has no grouped form of {type(module).__name__}")
+
+    @staticmethod
+    def _linear(params: dict[str, torch.Tensor], name: str, x: torch.Tensor) -> torch.Tensor:
+        """Each seed's dense layer on its own rows: (S, B, F_in) -> (S, B, F_out)."""
+        return torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), x, params[f"{name}.weight"].transpose(1, 2))
 
     def to(self, *args, **kwargs) -> SeedStack:  # the template travels too (its buffers: the plane scale)
         super().to(*args, **kwargs)

@@ -5,6 +5,7 @@ a lone run's, a killed group resumes exactly, and the sweep groups only what gai
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from capgap import rundir
 from capgap.agents import FAMILIES, build
 from capgap.agents.stack import SeedStack
 from capgap.envs import CapgapError, make_core
@@ -32,9 +34,11 @@ def nets(family: str, n: int = 3) -> list:
     return out
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped-layers", "vmap"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_stack_is_its_networks(family: str) -> None:
+def test_stack_is_its_networks(family: str, grouped: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forward, gradient and per-seed clipping of the stack equal those of the separate networks."""
+    monkeypatch.setattr(SeedStack, "grouped", grouped)
     separate = nets(family)
     stack = SeedStack(separate)
     obs = torch.randint(0, 2, (3, 16, 3, 9, 9), dtype=torch.uint8)
@@ -112,21 +116,37 @@ def test_groups_refuse_runs_that_differ() -> None:
 
 
 def test_a_killed_group_resumes_to_the_same_result(tmp_path: Path, kill_and_rerun) -> None:
-    """Kill a sweep's group after its first checkpoint; the rerun resumes every seed and ends where an
-    uninterrupted group ends, bit for bit."""
+    """Kill a group after its first checkpoint; the rerun resumes every seed and ends where an
+    uninterrupted group ends, bit for bit, with nothing logged twice."""
     settings = {**QUICK, "total_steps": 32 * 16 * 6, "eval_every": 32 * 16 * 2}
     straight = train_seeds([Args(**settings, seed=s, out=str(tmp_path / "straight")) for s in (0, 1)])
-    cmd = [sys.executable, "-m", "capgap.train.cli", "sweep", "--env", ENV, "--rungs", "nano", "--seeds", "0,1",
-           "--out", str(tmp_path / "sweep"), "--workers", "1", "--no-progress", "--num-envs", "32", "--num-steps",
-           "16", "--total-steps", str(settings["total_steps"]), "--eval-every", str(settings["eval_every"]),
-           "--eval-episodes", "16", "--dials", "size=7", "max_steps=40"]
-    run_dir = tmp_path / "sweep" / "runs" / straight[1].name
-    kill_and_rerun(cmd, run_dir, 32 * 16 * 2)
+    script = (f"from capgap.train.ppo import Args, train_seeds; "
+              f"train_seeds([Args(**{settings!r}, seed=s, out={str(tmp_path / 'killed')!r}) for s in (0, 1)])")
+    kill_and_rerun([sys.executable, "-c", script], tmp_path / "killed" / straight[1].name, 32 * 16 * 2)
     for s in straight:
-        resumed = tmp_path / "sweep" / "runs" / s.name
+        resumed = tmp_path / "killed" / s.name
         assert torch.equal(final_params(resumed), final_params(s))
         steps = [json.loads(x)["step"] for x in (resumed / "evals.jsonl").read_text().splitlines()]
         assert steps == [0, 0, 1024, 1024, 2048, 2048, 3072, 3072]  # both splits, nothing twice
+
+
+def test_seeds_killed_between_their_checkpoints_rewind_together(tmp_path: Path) -> None:
+    """A kill between the seeds' checkpoint writes leaves them at different steps: the group rewinds
+    to their latest common checkpoint and still ends where an uninterrupted group ends."""
+    settings = {**QUICK, "total_steps": 32 * 16 * 6, "eval_every": 32 * 16 * 2}
+    straight = train_seeds([Args(**settings, seed=s, out=str(tmp_path / "straight")) for s in (0, 1)])
+    shutil.copytree(tmp_path / "straight", tmp_path / "killed")
+    for s in straight:
+        (tmp_path / "killed" / s.name / "done.json").unlink()
+    ahead, behind = (tmp_path / "killed" / s.name for s in straight)
+    for ckpt in rundir.checkpoints(behind)[2:]:  # seed 1 stopped at step 1024, seed 0 ran on to 3072
+        ckpt.unlink()
+    assert seeds.resume_step(ahead) == 3072 and seeds.resume_step(behind) == 1024
+    train_seeds([Args(**settings, seed=s, out=str(tmp_path / "killed")) for s in (0, 1)])
+    for s in straight:
+        assert torch.equal(final_params(tmp_path / "killed" / s.name), final_params(s))
+    steps = [json.loads(x)["step"] for x in (ahead / "evals.jsonl").read_text().splitlines()]
+    assert steps == [0, 0, 1024, 1024, 2048, 2048, 3072, 3072]
 
 
 def test_the_sweep_groups_seeds_of_small_rungs_only(tmp_path: Path) -> None:
