@@ -70,9 +70,11 @@ def evaluate(agent: torch.nn.Module, env_id: str, split: str, episodes: int, dia
     planes = core.obs[0].cpu().numpy().copy()
     path = [int(core.pos[0])]
     visits.index_add_(0, core.pos, played.alive.double())
+    actions = torch.zeros(episodes, dtype=torch.long, device=device)
     while played.alive.any():
-        logits, _ = agent(core.obs)
-        actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
+        alive = played.alive.nonzero().squeeze(1)  # finished envs wait (their moves count nowhere)
+        logits, _ = agent(core.obs[alive])
+        actions[alive] = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
         core.step(actions)
         if played.alive[0]:
             path.append(int(core.pos[0]))
