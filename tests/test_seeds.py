@@ -151,13 +151,13 @@ def test_seeds_killed_between_their_checkpoints_rewind_together(tmp_path: Path) 
 
 def test_the_sweep_groups_seeds_of_small_rungs_only(tmp_path: Path) -> None:
     base = Args(total_steps=10**6)
-    sweep = Sweep(envs=[ENV], rungs=["nano", "small", "base"], seeds=[0, 1, 2], grid={"p_disambiguate": ["0", "0.1"]},
+    sweep = Sweep(envs=[ENV], rungs=["nano", "tiny", "small"], seeds=[0, 1, 2], grid={"p_disambiguate": ["0", "0.1"]},
                   base=base, out=tmp_path)
     jobs = plan(sweep.trials())
     sizes = {(job[0].rung, job[0].dials): len(job) for job in jobs}
-    assert sizes[("nano", ("p_disambiguate=0",))] == 3 and sizes[("small", ("p_disambiguate=0.1",))] == 3
-    assert build(ENV, "base").num_params() > GROUP_MAX_PARAMS
-    assert all(len(job) == 1 for job in jobs if job[0].rung == "base")
+    assert sizes[("nano", ("p_disambiguate=0",))] == 3 and sizes[("tiny", ("p_disambiguate=0.1",))] == 3
+    assert build(ENV, "small").num_params() > GROUP_MAX_PARAMS
+    assert all(len(job) == 1 for job in jobs if job[0].rung == "small")
     order = [job[0].rung for job in jobs]
-    assert max(order.index("base"), order.index("small")) < order.index("nano")  # the longest jobs start first
+    assert order.index("tiny") < order.index("nano")  # the longest jobs start first
     assert all(len(job) == 1 for job in plan(sweep.trials(), group=False))

@@ -231,11 +231,12 @@ def run_trials(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"run": d.name, **json.loads((d / "done.json").read_text())} for d in train_seeds(args)]
 
 
-GROUP_MAX_PARAMS = 40_000
-"""Seeds of a rung up to this many parameters train as one group (``train_seeds``): they are
-overhead-bound, so S seeds cost far less than S runs (``benchmarks/group_speed.py``). Larger
-networks are compute-bound and gain nothing, so they run one seed per process, which keeps
-more cores busy."""
+GROUP_MAX_PARAMS = 16_000
+"""Seeds of a rung up to this many parameters train as one group (``train_seeds``): these rungs
+are overhead-bound, so three seeds in one process deliver 1.9x (``nano``), 1.6x (``tiny``) the
+env-steps/s of one (``benchmarks/group_speed.py``, one thread, 2-core CI machine). From ``small``
+(31k parameters) on the kernels are compute-bound: a group gains nothing (1.01x), so each seed
+runs in a process of its own, which spreads over more cores."""
 
 
 def plan(trials: list[Args], group: bool = True) -> list[list[Args]]:
@@ -248,8 +249,15 @@ def plan(trials: list[Args], group: bool = True) -> list[list[Args]]:
         if not group or _params(t) > GROUP_MAX_PARAMS:
             key += (t.seed,)
         jobs.setdefault(key, []).append(t)
-    cost = {k: sum(t.total_steps * (1 + _params(t) / 20_000) for t in j) for k, j in jobs.items()}
-    return [jobs[k] for k in sorted(jobs, key=lambda k: -cost[k])]
+    return sorted(jobs.values(), key=lambda job: -_cost(job))
+
+
+def _cost(job: list[Args]) -> float:
+    """A job's expected one-thread seconds: per env step of the group, ~56 µs shared by its seeds
+    plus, per seed, ~22 µs and 2.2 ns per parameter (fitted to benchmarks/group_speed.py on the
+    CI machine; only the order matters)."""
+    t = job[0]
+    return t.total_steps * (56 + len(job) * (22 + 0.0022 * _params(t))) * 1e-6
 
 
 def _params(t: Args) -> int:
