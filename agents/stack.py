@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .nets import ActorCritic, ResidualBlock
+from .nets import ActorCritic, ResidualBlock, flatten_keep_layout
 
 
 class SeedStack(nn.Module):
@@ -98,8 +98,7 @@ class SeedStack(nn.Module):
         if isinstance(module, nn.Flatten):  # each seed's (C, H, W) flattened in nn.Flatten's order
             if x.dim() == 5:  # mlp: observations (S, B, C, H, W)
                 return x.flatten(2)
-            B, _, H, W = x.shape
-            return x.reshape(B, S, -1, H, W).flatten(2).transpose(0, 1)
+            return flatten_keep_layout(x).reshape(x.shape[0], S, -1).transpose(0, 1)
         if isinstance(module, nn.Linear):
             return self._linear(params, name, x)
         raise TypeError(f"SeedStack has no grouped form of {type(module).__name__}")

@@ -68,3 +68,29 @@ def test_rungs_command_prints_exact_counts(capsys: pytest.CaptureFixture[str]) -
         assert f"{name}" in out and f"{n:,}" in out, (i, name, n)
     assert main(["sizes", "--env", "capgap/CheeseCorner-v0"]) == 0, "the old command name is an alias"
     assert capsys.readouterr().out == out
+
+
+@pytest.mark.parametrize("family", ["conv", "impala"])
+def test_layout_keeping_flatten_changes_no_number(family: str) -> None:
+    """The trunk's Flatten hands gradients back channels-last (a speed fix); values and every gradient
+    equal those of torch's nn.Flatten, and the gradient really comes back channels-last."""
+    from torch import nn
+
+    from capgap.agents.nets import Flatten, flatten_keep_layout
+
+    torch.manual_seed(0)
+    net = build("capgap/CheeseCorner-v0", "micro", family)
+    plain = build("capgap/CheeseCorner-v0", "micro", family)
+    plain.load_state_dict(net.state_dict())
+    i = next(i for i, m in enumerate(plain.trunk) if isinstance(m, Flatten))
+    plain.trunk[i] = nn.Flatten()
+    obs = torch.randint(0, 2, (32, 3, 9, 9), dtype=torch.uint8)
+    for model in (net, plain):
+        logits, value = model(obs)
+        (logits.logsumexp(-1) + value).sum().backward()
+    torch.testing.assert_close(net(obs), plain(obs), rtol=0, atol=0)
+    for (name, p), q in zip(net.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7, msg=name)
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    flatten_keep_layout(x).sum().backward()
+    assert x.grad.is_contiguous(memory_format=torch.channels_last) and not x.grad.is_contiguous()
