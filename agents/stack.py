@@ -48,7 +48,7 @@ class SeedStack(nn.Module):
             raise ValueError("SeedStack needs at least one network")
         self.size = len(nets)
         template = copy.deepcopy(nets[0])
-        template.channels_last = template.channels_last and self.size == 1  # vmap cannot query memory formats
+        template.channels_last = False  # the reference path, vmap, cannot query memory formats
         self._template = [template]  # a list: the template's own parameters are not this module's
         self.names = [n for n, _ in template.named_parameters()]
         stacked = [torch.stack([dict(net.named_parameters())[n].detach() for net in nets]) for n in self.names]
@@ -65,9 +65,6 @@ class SeedStack(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs (S, B, ...) -> logits (S, B, A), value (S, B): seed s's network on obs[s]."""
         params = dict(zip(self.names, self.stacked, strict=True))
-        if self.size == 1:  # one seed: a plain call, no batching machinery
-            logits, value = functional_call(self.template, {k: p[0] for k, p in params.items()}, (obs[0],))
-            return logits.unsqueeze(0), value.unsqueeze(0)
         if not self.grouped:
             return self._call(params, obs)
         t = self.template
