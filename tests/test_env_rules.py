@@ -34,7 +34,9 @@ def test_the_leader_walks_a_shortest_path_to_its_destination(split: str) -> None
         assert not (path == target[:, None]).any(), "the test leader never crosses the target"
         assert (manhattan(dest, target) >= FL.APART).mean() > 0.95
     planes = lv.planes.reshape(len(x), len(task.channels), -1)
-    assert (planes[np.arange(len(x)), task.ch("target"), target] == 1).all()
+    seen = manhattan(lv.start, target) <= task.salience  # in view from the start only if near
+    np.testing.assert_array_equal(planes[np.arange(len(x)), task.ch("target"), target], seen)
+    np.testing.assert_array_equal(planes[:, task.ch("target")].sum(1), seen)
     assert (planes[:, task.ch("leader")].sum(1) == 1).all()
 
 
@@ -54,16 +56,48 @@ def test_the_leader_advances_one_cell_a_step_and_leaves_a_trail() -> None:
         assert trail == left
 
 
-def test_target_salience() -> None:
-    hidden = E.FollowLeader(salience=0)
-    assert "target" not in hidden.channels
-    loud = E.FollowLeader(salience=3)
-    assert loud.channels.count("target") == 3
-    lv = loud.levels("test", np.arange(20))
-    np.testing.assert_array_equal(lv.planes[:, 4], lv.planes[:, 5])
-    np.testing.assert_array_equal(lv.planes[:, 4], lv.planes[:, 6])
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("salience", [0, 1, 3, 12])
+def test_the_target_shows_only_within_salience_steps(salience: int, split: str) -> None:
+    """The target's plane holds it exactly while the agent is within ``salience`` steps of it
+    (never at 0, everywhere at 12 = the 9×9 room's longest distance) and the leader does not
+    stand on it, as the agent walks."""
+    core = E.make_core("capgap/FollowLeader-v0", 64, split, autoreset=False, salience=salience)
+    core.reset(0)
+    s, target = core.size, core.extra[:, FL.TARGET]
+    gen = torch.Generator().manual_seed(1)
+    hidden_by_leader = 0
+    for _ in range(24):
+        steps = (core.pos // s - target // s).abs() + (core.pos % s - target % s).abs()
+        under_leader = core.plane("leader").gather(1, target[:, None]).squeeze(1).bool()
+        hidden_by_leader += int((under_leader & (steps <= salience)).sum())
+        want = ((steps <= salience) & (salience > 0) & ~under_leader).to(torch.uint8)
+        plane = core.plane("target")
+        assert (plane.sum(1) == want).all() and (plane.gather(1, target[:, None]).squeeze(1) == want).all()
+        core.step(torch.randint(0, 4, (64,), generator=gen))
+    if split == "train" and salience == 12:
+        assert hidden_by_leader > 0, "in training the leader arrives on the target and hides it"
+    if split == "test" and salience == 12:
+        assert (core.plane("target").sum(1) == 1).all(), "the test leader never hides the target"
+
+
+def test_a_follower_sees_the_target_only_near_it() -> None:
+    """At the default salience the target is out of view at the start of (nearly) every level, so
+    the leader is the only guide then; on the test split a follower of the leader passes within
+    view of the target on some levels only (there it has a choice to make)."""
+    task = E.FollowLeader()
+    for split in ("train", "test"):
+        lv = task.levels(split, np.arange(2000))
+        path, target = lv.extra[:, FL.PATH:], lv.extra[:, FL.TARGET]
+        at_start = task.sees(lv.start, target).mean()  # start and target are >= APART steps apart
+        assert at_start == 0 if task.salience < FL.APART else at_start < 0.25, at_start
+        near = (task.sees(path, target[:, None]) & (path != target[:, None])).any(1)
+        if split == "train":
+            assert near.all(), "the leader always leads into view of the target before onto it"
+        else:
+            assert 0.3 < near.mean() < 0.8, near.mean()
     # the scripted goal-seeker knows the target from the level: it reaches it even unseen
-    res = oracle.run(hidden, "goal", "test", n=50).summary()
+    res = oracle.run(E.FollowLeader(salience=0), "goal", "test", n=50).summary()
     assert res["goal"] == 1.0
 
 
@@ -189,5 +223,6 @@ def test_bad_monster_dials(dials: dict, message: str) -> None:
 
 def test_bad_salience() -> None:
     with pytest.raises(E.DialError) as err:
-        E.FollowLeader(salience=25)
-    assert str(err.value) == "FollowLeader: salience=25 is out of range; expected an integer in [0, 24]"
+        E.FollowLeader(salience=13)
+    assert str(err.value) == ("FollowLeader: salience=13 is out of range; expected an integer in "
+                              "[0, 2 * (size - 3)] = [0, 12]")
