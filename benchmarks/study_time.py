@@ -8,9 +8,10 @@
 Each study is the very command a user types (``capgap sweep ...`` / ``capgap certify --learned``),
 run in a fresh temporary directory with ``--no-progress``. The benchmark prints one markdown row:
 wall time, the CPU user and system seconds of the whole process tree (``RUSAGE_CHILDREN``: the
-sweep and its workers), the system share, the trials and their env-steps per second of wall time
-per trial (mean, min, max, from each run's ``done.json``: steps over the run's own wall time,
-evaluation included). ``--json FILE`` appends the row's numbers with the machine to FILE.
+sweep and its workers), the system share, the trials, and the env-steps per second of each
+training process (mean, min, max, from the runs' ``done.json``: the steps of all the seeds a
+process trained, over its wall time, evaluation included; a process trains one seed, or a seed
+group). ``--json FILE`` appends the row's numbers with the machine to FILE.
 
 ``--capgap`` picks the executable, so one script times two versions of the code on the same
 machine (e.g. a checkout of an older commit with its own virtual environment).
@@ -50,7 +51,7 @@ def run_study(capgap: str, study: str, out: Path) -> dict:
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     trials = [json.loads(p.read_text()) for p in sorted(out.rglob("done.json"))]
-    per_trial = [t["global_step"] / t["wall_s"] for t in trials]
+    per_trial = [t["global_step"] * t.get("group_seeds", 1) / t["wall_s"] for t in trials]  # its process's speed
     user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     return {"study": study, "command": " ".join(["capgap", *STUDIES[study], "--out", "DIR"]), "wall_s": wall,
             "user_s": user, "sys_s": system, "sys_share": system / max(user + system, 1e-9), "trials": len(trials),
@@ -82,7 +83,7 @@ def main() -> None:
         r = run_study(a.capgap, a.study, out)
     r.update(label=label, machine=machine(), date=time.strftime("%Y-%m-%d %H:%M"))
     print(f"machine: {r['machine']}; {r['command']}\n")
-    print("| study | code | wall | CPU user s | CPU system s | system % | trials | env-steps/s per trial "
+    print("| study | code | wall | CPU user s | CPU system s | system % | trials | env-steps/s per process "
           "(mean [min, max]) |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     print(f"| {a.study} | {label} | {r['wall_s'] / 60:.1f} min | {r['user_s']:,.0f} | {r['sys_s']:,.0f} | "

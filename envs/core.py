@@ -21,6 +21,12 @@ import torch
 from .rng import episode_indices
 from .task import GOAL, NEITHER, PROXY, SPLITS, DialError, Levels, Task, View
 
+
+def _read(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``flat[index]`` by ``index_select`` (~3x faster than advanced indexing on the CPU)."""
+    return flat.index_select(0, index.reshape(-1)).view(index.shape)
+
+
 ACTIONS = ("up", "right", "down", "left")
 """The action names, by action index (``GridCore.move`` holds their flat-index offsets)."""
 _CHUNK = 16384
@@ -278,12 +284,12 @@ class GridCore:
         """
         old = self.pos
         new = old + self.move[actions.long()]
-        pos = torch.where(self.flat[self.base + new].bool(), old, new)  # walls block
-        self.flat[self.agent_base + old] = 0
-        self.flat[self.agent_base + pos] = 1
+        pos = torch.where(_read(self.flat, self.base + new).bool(), old, new)  # walls block
+        self.flat.index_fill_(0, self.agent_base + old, 0)  # (index_fill_: ~4x cheaper than flat[i] = 0)
+        self.flat.index_fill_(0, self.agent_base + pos, 1)
         self.pos = self.view.pos = pos
         self.t += 1
-        here = self.flat[(self.base + pos).unsqueeze(1) + self.chan]
+        here = _read(self.flat, (self.base + pos).unsqueeze(1) + self.chan)
         ev = self.task.step(self.view, here)
         reward = ev.reward * (1.0 - self._decay * self.t)
         self.ret += reward

@@ -120,6 +120,7 @@ class MonsterShields(Task):
         self.extras = ("held", "monsters_left", "apples_left", "apples", "tick",
                        *(f"monster_{j}" for j in range(self.slots)), *(f"vertical_{j}" for j in range(self.slots)))
         self.channel_high = {"held": max(self.shields_train, self.shields_test)}
+        self._table: torch.Tensor | None = None  # the monsters' rule as a lookup table (_moves)
 
     def generate(self, rng: KeyedRNG, split: str) -> Levels:
         n, s, m = len(rng), self.size, self.slots
@@ -154,36 +155,56 @@ class MonsterShields(Task):
         return Levels(planes.reshape(n, -1, s, s), start, extra)
 
     # ----- the rules ------------------------------------------------------------------
-    def _meet(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Monsters on the agent's cell die to held shields, in slot order; (B, slots) bool: the
-        ones that found it unshielded (they bite, and stay)."""
-        mons = x[:, MONSTER:MONSTER + self.slots]  # a view: writes go to x
-        hit = mons == pos.unsqueeze(1)
-        kill = hit & (hit.long().cumsum(1) <= x[:, HELD:HELD + 1])  # one shield each, in slot order
-        used = kill.sum(1)
+    def _meet(self, x: torch.Tensor, mons: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Monsters (``mons``: (slots, B) cells, -1 gone; edited in place) on the agent's cell die
+        to held shields, in slot order; (slots, B) bool: the ones that found it unshielded (they
+        bite, and stay)."""
+        hit = mons == pos
+        kill = hit & (hit.cumsum(0) <= x[:, HELD])  # one shield each, in slot order
+        used = kill.sum(0)
         x[:, HELD] -= used
         x[:, MONSTERS_LEFT] -= used
         mons.masked_fill_(kill, -1)
         return hit & ~kill
 
-    def _chase(self, view: View, moving: torch.Tensor) -> None:
-        """Every monster of the envs where ``moving`` takes one step toward the agent (the fixed
-        rule). Directions are computed for all monsters at once; the moves are then made in slot
-        order, so that a monster sees where the ones before it went."""
-        x, s, m = view.extra, self.size, self.slots
-        mons = x[:, MONSTER:MONSTER + m]  # a view: writes go to x
-        dy = (view.pos // s).unsqueeze(1) - mons // s
-        dx = (view.pos % s).unsqueeze(1) - mons % s
-        first_vertical = (dy.abs() > dx.abs()) | ((dy.abs() == dx.abs()) & x[:, MONSTER + m:MONSTER + 2 * m].bool())
-        vert, horiz = torch.sign(dy) * s, torch.sign(dx)
-        options = torch.stack([torch.where(first_vertical, vert, horiz), torch.where(first_vertical, horiz, vert)], 2)
-        cand = mons.unsqueeze(2) + options  # (B, slots, 2): first choice, second choice
-        wall = view.plane("wall").gather(1, cand.reshape(len(cand), -1).clamp(0, s * s - 1)).view(cand.shape)
-        ok = (options != 0) & (wall == 0) & ((mons >= 0) & moving.unsqueeze(1)).unsqueeze(2)
-        for j in range(m):
-            c = cand[:, j]
-            free = ok[:, j] & ~(c.unsqueeze(2) == mons.unsqueeze(1)).any(2)  # no monster there now
-            mons[:, j] = torch.where(free[:, 0], c[:, 0], torch.where(free[:, 1], c[:, 1], mons[:, j]))
+    def _moves(self, device: torch.device) -> torch.Tensor:
+        """(2, S*S, S*S, 2) the fixed rule as a table: for tie-break (1: vertical first), a monster's
+        cell and the agent's cell, the monster's first and second choice of cell (-1: that choice
+        is no move, or into a wall). Built once per device; a step then looks its monsters up."""
+        if self._table is None or self._table.device != device:
+            s = self.size
+            a, p = np.arange(s * s)[:, None], np.arange(s * s)[None, :]  # monster cell, agent cell
+            dy, dx = p // s - a // s, p % s - a % s
+            wall = layout.room(1, s).reshape(-1)
+            table = np.empty((2, s * s, s * s, 2), dtype=np.int64)
+            for vertical in (0, 1):
+                first_vertical = (np.abs(dy) > np.abs(dx)) | ((np.abs(dy) == np.abs(dx)) & bool(vertical))
+                vert, horiz = np.sign(dy) * s, np.sign(dx)
+                options = np.stack([np.where(first_vertical, vert, horiz), np.where(first_vertical, horiz, vert)], -1)
+                cand = a[..., None] + options
+                ok = (options != 0) & ~wall[np.clip(cand, 0, s * s - 1)]
+                table[vertical] = np.where(ok, cand, -1)
+            self._table = torch.as_tensor(table, device=device)
+        return self._table
+
+    def _chase(self, view: View, mons: torch.Tensor, vertical: torch.Tensor, moving: torch.Tensor) -> None:
+        """Every monster (``mons``: (slots, B), edited in place) of the envs where ``moving`` takes
+        one step toward the agent (the fixed rule, :meth:`_moves`; ``vertical``: each monster's
+        tie-break). Choices are looked up for all monsters at once; the moves are then made in slot
+        order, so that a monster sees where the ones before it went. Slot-major (slots, B) tensors
+        keep every elementwise op on long contiguous rows (5x faster than (B, slots))."""
+        n = self.size**2
+        index = (vertical * n + mons.clamp(min=0)) * n + view.pos  # (slots, B)
+        cand = self._moves(mons.device).view(-1, 2).index_select(0, index.reshape(-1)).view(*index.shape, 2)
+        cand = cand.permute(2, 0, 1).contiguous()  # (2 choices, slots, B)
+        ok = (cand >= 0) & ((mons >= 0) & moving)
+        for j in range(self.slots):
+            c = cand[:, j]  # (2, B)
+            taken = c == mons[0]
+            for k in range(1, self.slots):  # unrolled: a reduction over 3 slots is slower than 3 compares
+                taken |= c == mons[k]
+            free = ok[:, j] & ~taken  # no monster there now
+            mons[j] = torch.where(free[0], c[0], torch.where(free[1], c[1], mons[j]))
 
     def step(self, view: View, here: torch.Tensor) -> Events:
         x = view.extra
@@ -194,17 +215,20 @@ class MonsterShields(Task):
         x[:, TICK] += 1
         view.clear_here("apple", apple)
         view.clear_here("shield", shield)
-        before = x[:, MONSTER:MONSTER + self.slots].clone()
+        m = self.slots
+        before = x[:, MONSTER:MONSTER + m]
+        mons = before.t().clone(memory_format=torch.contiguous_format)  # a slot-major (slots, B) copy: see _chase
         held_before = x[:, HELD].clone()
-        bitten = self._meet(x, view.pos)  # the agent walked into a monster (or stayed under one)
-        self._chase(view, x[:, TICK] % self.monster_period == 0)
-        bitten |= self._meet(x, view.pos)  # a monster walked into the agent; each bites once a step at most
+        bitten = self._meet(x, mons, view.pos)  # the agent walked into a monster (or stayed under one)
+        self._chase(view, mons, x[:, MONSTER + m:MONSTER + 2 * m].t(), x[:, TICK] % self.monster_period == 0)
+        bitten |= self._meet(x, mons, view.pos)  # a monster walked into the agent; each bites once a step at most
         view.put("monster", before, 0)
-        view.put("monster", x[:, MONSTER:MONSTER + self.slots], 1)
+        view.put("monster", mons.t(), 1)
+        x[:, MONSTER:MONSTER + m] = mons.t()
         ids = ((x[:, HELD] != held_before) | shield).nonzero().squeeze(1)
         if len(ids):
             view.fill("held", ids, x[ids, HELD])
-        reward = apple.float() - self.hurt * bitten.sum(1).float()
+        reward = apple.float() - self.hurt * bitten.sum(0).float()
         gain = apple.float() / x[:, APPLES].clamp(min=1).float()
         return Events(reward, x[:, APPLES_LEFT] == 0, gain, spare)
 

@@ -124,7 +124,7 @@ class View:
         True, e.g. a picked-up key. The other envs' cells are left as they are."""
         cell = self._base + self.channel(name) * self._hw + self.pos
         flat = self.obs.view(-1)
-        flat[cell] &= (~where).to(torch.uint8)
+        flat.scatter_(0, cell, flat.index_select(0, cell) & (~where).to(torch.uint8))  # scatter_: ~4x cheaper
 
     def fill(self, name: str, ids: torch.Tensor, values: torch.Tensor) -> None:
         """Fill the whole plane ``name`` of envs ``ids`` (1-D long) with ``values`` (one per id),
@@ -137,9 +137,17 @@ class View:
         (a monster that is gone), so a task writes every env's cells in one call, with no mask."""
         cells = cells.reshape(self.num_envs, -1)
         flat = self.obs.view(-1)
-        ok = cells >= 0
-        index = (self._base.unsqueeze(1) + self.channel(name) * self._hw + cells)[ok]
-        flat[index] = value
+        index = self._base.unsqueeze(1) + self.channel(name) * self._hw + cells
+        # a skipped entry (-1) points at the previous plane's last cell and writes back what is there
+        # (no boolean mask: no host sync); it never meets a written cell, which all lie in plane `name`
+        index = index.reshape(-1)
+        flat.scatter_(0, index, torch.where(cells.reshape(-1) >= 0, value, flat.index_select(0, index)))
+
+    def at(self, name: str, cells: torch.Tensor) -> torch.Tensor:
+        """The plane ``name``'s values at flat cells ``cells`` (B, k) of every env (row i: env i's
+        cells, each in [0, S*S)), e.g. whether the cells a monster may step to are walls."""
+        index = self._base.unsqueeze(1) + self.channel(name) * self._hw + cells
+        return self.obs.view(-1).index_select(0, index.reshape(-1)).view(index.shape)
 
 
 _DIAL_TYPES: dict[Any, tuple[str, Any]] = {
