@@ -168,9 +168,9 @@ class MonsterShields(Task):
         return hit & ~kill
 
     def _moves(self, device: torch.device) -> torch.Tensor:
-        """(2, S*S, S*S, 2) the fixed rule as a table: for tie-break (1: vertical first), a monster's
-        cell and the agent's cell, the monster's first and second choice of cell (-1: that choice
-        is no move, or into a wall). Built once per device; a step then looks its monsters up."""
+        """(2, 2 * S*S * S*S) the fixed rule as a table: the monster's first and second choice of cell
+        (-1: that choice is no move, or into a wall), at flat index (tie-break (1: vertical first),
+        the monster's cell, the agent's cell). Built once per device; a step looks its monsters up."""
         if self._table is None or self._table.device != device:
             s = self.size
             a, p = np.arange(s * s)[:, None], np.arange(s * s)[None, :]  # monster cell, agent cell
@@ -184,7 +184,7 @@ class MonsterShields(Task):
                 cand = a[..., None] + options
                 ok = (options != 0) & ~wall[np.clip(cand, 0, s * s - 1)]
                 table[vertical] = np.where(ok, cand, -1)
-            self._table = torch.as_tensor(table, device=device)
+            self._table = torch.as_tensor(table.reshape(-1, 2).T.copy(), device=device)
         return self._table
 
     def _chase(self, view: View, mons: torch.Tensor, vertical: torch.Tensor, moving: torch.Tensor) -> None:
@@ -195,8 +195,8 @@ class MonsterShields(Task):
         keep every elementwise op on long contiguous rows (5x faster than (B, slots))."""
         n = self.size**2
         index = (vertical * n + mons.clamp(min=0)) * n + view.pos  # (slots, B)
-        cand = self._moves(mons.device).view(-1, 2).index_select(0, index.reshape(-1)).view(*index.shape, 2)
-        cand = cand.permute(2, 0, 1).contiguous()  # (2 choices, slots, B)
+        table = self._moves(mons.device)
+        cand = torch.stack([t.index_select(0, index.reshape(-1)).view(index.shape) for t in table])  # (2, slots, B)
         ok = (cand >= 0) & ((mons >= 0) & moving)
         for j in range(self.slots):
             c = cand[:, j]  # (2, B)
