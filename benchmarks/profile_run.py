@@ -33,6 +33,7 @@ LABELS = {
     "clip_grad_norms_": "per-seed gradient clipping",
     "evaluate_and_checkpoint": "evaluation + checkpoints (both splits, every seed)",
     "add_scalar": "TensorBoard scalars",
+    "adam.py:__init__": "Adam's construction (its first use imports torch._dynamo: once per process)",
 }
 """Friendly names of the functions the training flow calls (``_train``'s direct callees)."""
 
@@ -53,12 +54,13 @@ def main() -> None:
         prof.runcall(train_seeds, runs)
         wall = time.perf_counter() - t0
     stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
-    flow = [k for k in stats if k[2] in ("_train", "evaluate_and_checkpoint") and k[0].endswith("ppo.py")]
+    flow = [k for k in stats if k[2] == "_train" and k[0].endswith("ppo.py")]
     rows: dict[str, float] = {}
     for (file, _, name), (_, _, _, _, callers) in stats.items():
-        sec = sum(c[3] for caller, c in callers.items() if caller in flow and caller[2] == "_train")
+        sec = sum(c[3] for caller, c in callers.items() if caller in flow)
         if sec > 0:
-            label = LABELS.get(name, f"{name} ({os.path.basename(file)})" if file != "~" else name)
+            base = os.path.basename(file)
+            label = LABELS.get(f"{base}:{name}", LABELS.get(name, f"{name} ({base})" if file != "~" else name))
             rows[label] = rows.get(label, 0.0) + sec
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; {a.rung}, "
           f"{a.seeds} seed(s), {a.total_steps:,} steps each, evaluation every {a.eval_every:,}, one thread\n")

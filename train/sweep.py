@@ -16,7 +16,12 @@ Flags the sweep does not know pass through to every trial's ``capgap train`` (``
 ``--dials size=9``, ``--lr``...). Trials land in ``<out>/runs/<run name>``, named so
 TensorBoard's run filter works (env, rung, dials, seed).
 
-Backends run the very same trial function (:func:`run_trial`):
+Jobs (:func:`plan`): the seeds of one trial configuration at a small rung (up to
+``GROUP_MAX_PARAMS``) train as one batched group in one process (``train_seeds``: 1.8-2.1x the
+env-steps/s of one seed per process at nano..tiny); every other trial is a job of its own; the
+longest jobs start first. ``--no-group``: every seed alone.
+
+Backends run the very same job function (:func:`run_trials`):
 
 * ``local`` (default): one process per worker, ``--workers`` defaulting to the machine's cores,
   each with ``cores // workers`` torch threads so they never oversubscribe the CPU;
