@@ -191,6 +191,7 @@ class GridCore:
         self.base = torch.arange(b, device=dev) * (c * self.hw)  # flat offset of env i's wall plane
         self.agent_base = self.base + self.hw
         self.chan = torch.arange(c, device=dev) * self.hw
+        self.plane_base = self.chan.unsqueeze(1) + self.base  # (C, B): env i's plane k starts at [k, i]
         self._decay = task.time_penalty / task.max_steps
         self.episodes = Episodes(
             done=torch.zeros(b, dtype=torch.bool, device=dev),
@@ -283,13 +284,13 @@ class GridCore:
         describes the episodes that just ended.
         """
         old = self.pos
-        new = old + self.move[actions.long()]
+        new = old + self.move.index_select(0, actions.long())
         pos = torch.where(_read(self.flat, self.base + new).bool(), old, new)  # walls block
         self.flat.index_fill_(0, self.agent_base + old, 0)  # (index_fill_: ~4x cheaper than flat[i] = 0)
         self.flat.index_fill_(0, self.agent_base + pos, 1)
         self.pos = self.view.pos = pos
         self.t += 1
-        here = _read(self.flat, (self.base + pos).unsqueeze(1) + self.chan)
+        here = _read(self.flat, self.plane_base + pos).t()  # (B, C); plane-major reads: one long vectorised add
         ev = self.task.step(self.view, here)
         reward = ev.reward * (1.0 - self._decay * self.t)
         self.ret += reward

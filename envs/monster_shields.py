@@ -195,16 +195,17 @@ class MonsterShields(Task):
         keep every elementwise op on long contiguous rows (5x faster than (B, slots))."""
         n = self.size**2
         index = (vertical * n + mons.clamp(min=0)) * n + view.pos  # (slots, B)
-        table = self._moves(mons.device)
-        cand = torch.stack([t.index_select(0, index.reshape(-1)).view(index.shape) for t in table])  # (2, slots, B)
-        ok = (cand >= 0) & ((mons >= 0) & moving)
+        first, second = (t.index_select(0, index.reshape(-1)).view(index.shape) for t in self._moves(mons.device))
+        alive = (mons >= 0) & moving
+        ok1, ok2 = (first >= 0) & alive, (second >= 0) & alive
         for j in range(self.slots):
-            c = cand[:, j]  # (2, B)
-            taken = c == mons[0]
+            c1, c2 = first[j], second[j]
+            taken1, taken2 = c1 == mons[0], c2 == mons[0]
             for k in range(1, self.slots):  # unrolled: a reduction over 3 slots is slower than 3 compares
-                taken |= c == mons[k]
-            free = ok[:, j] & ~taken  # no monster there now
-            mons[j] = torch.where(free[0], c[0], torch.where(free[1], c[1], mons[j]))
+                taken1 |= c1 == mons[k]
+                taken2 |= c2 == mons[k]
+            # the first choice if free (no monster there now), else the second, else stay
+            mons[j] = torch.where(ok1[j] & ~taken1, c1, torch.where(ok2[j] & ~taken2, c2, mons[j]))
 
     def step(self, view: View, here: torch.Tensor) -> Events:
         x = view.extra
