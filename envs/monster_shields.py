@@ -78,7 +78,11 @@ class MonsterShields(Task):
 
     ## Registered configurations
     ``capgap/MonsterShields-v0`` (9×9, 48 steps, 3 apples; train 3 monsters / 3 shields, test
-    1 monster / 6 shields; monsters move every 2nd step; a bite costs 1).
+    1 monster / 6 shields; monsters move every 2nd step; a bite costs 1). The default agent
+    (conv, ``small``) at the 1M-step budget, seeds 0, 1, 2 (the learned certificate, 512 fresh
+    levels per split): train A 0.998 / 0.996 / 0.984, test C 1.000 / 0.999 / 0.995, test A
+    0.454 / 0.451 / 0.448, proxy 0.854 / 0.840 / 0.818: it keeps collecting shields no monster
+    needs.
     """
 
     name = "MonsterShields"
