@@ -19,13 +19,7 @@ import numpy as np
 import torch
 
 from .rng import episode_indices
-from .task import GOAL, NEITHER, PROXY, SPLITS, DialError, Levels, Task, View
-
-
-def _read(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``flat[index]`` by ``index_select`` (~3x faster than advanced indexing on the CPU)."""
-    return flat.index_select(0, index.reshape(-1)).view(index.shape)
-
+from .task import GOAL, NEITHER, PROXY, SPLITS, DialError, Levels, Task, View, read_flat
 
 ACTIONS = ("up", "right", "down", "left")
 """The action names, by action index (``GridCore.move`` holds their flat-index offsets)."""
@@ -285,12 +279,12 @@ class GridCore:
         """
         old = self.pos
         new = old + self.move.index_select(0, actions.long())
-        pos = torch.where(_read(self.flat, self.base + new).bool(), old, new)  # walls block
+        pos = torch.where(read_flat(self.flat, self.base + new).bool(), old, new)  # walls block
         self.flat.index_fill_(0, self.agent_base + old, 0)  # (index_fill_: ~4x cheaper than flat[i] = 0)
         self.flat.index_fill_(0, self.agent_base + pos, 1)
         self.pos = self.view.pos = pos
         self.t += 1
-        here = _read(self.flat, self.plane_base + pos).t()  # (B, C); plane-major reads: one long vectorised add
+        here = read_flat(self.flat, self.plane_base + pos).t()  # (B, C); plane-major reads: one long vectorised add
         ev = self.task.step(self.view, here)
         reward = ev.reward * (1.0 - self._decay * self.t)
         self.ret += reward

@@ -87,6 +87,12 @@ def format_dials(dials: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(dials.items()))
 
 
+def read_flat(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``flat[index]`` for an index of any shape, by ``index_select`` (~3x faster than advanced
+    indexing on the CPU). The engine and :class:`View` read cells through it."""
+    return flat.index_select(0, index.reshape(-1)).view(index.shape)
+
+
 class View:
     """What a task sees of B envs of the engine: the planes, the agent's cell, the task's own
     per-env state, and the few writes a task may make. Every tensor has B rows.
@@ -124,7 +130,7 @@ class View:
         True, e.g. a picked-up key. The other envs' cells are left as they are."""
         cell = self._base + self.channel(name) * self._hw + self.pos
         flat = self.obs.view(-1)
-        flat.scatter_(0, cell, flat.index_select(0, cell) & (~where).to(torch.uint8))  # scatter_: ~4x cheaper
+        flat.scatter_(0, cell, read_flat(flat, cell) & (~where).to(torch.uint8))  # scatter_: ~4x cheaper
 
     def fill(self, name: str, ids: torch.Tensor, values: torch.Tensor) -> None:
         """Fill the whole plane ``name`` of envs ``ids`` (1-D long) with ``values`` (one per id),
@@ -141,13 +147,13 @@ class View:
         # a skipped entry (-1) points at the previous plane's last cell and writes back what is there
         # (no boolean mask: no host sync); it never meets a written cell, which all lie in plane `name`
         index = index.reshape(-1)
-        flat.scatter_(0, index, torch.where(cells.reshape(-1) >= 0, value, flat.index_select(0, index)))
+        flat.scatter_(0, index, torch.where(cells.reshape(-1) >= 0, value, read_flat(flat, index)))
 
     def at(self, name: str, cells: torch.Tensor) -> torch.Tensor:
         """The plane ``name``'s values at flat cells ``cells`` (B, k) of every env (row i: env i's
         cells, each in [0, S*S)), e.g. whether the cells a monster may step to are walls."""
         index = self._base.unsqueeze(1) + self.channel(name) * self._hw + cells
-        return self.obs.view(-1).index_select(0, index.reshape(-1)).view(index.shape)
+        return read_flat(self.obs.view(-1), index)
 
 
 _DIAL_TYPES: dict[Any, tuple[str, Any]] = {

@@ -50,8 +50,6 @@ from capgap.eval.rollout import evaluate, heatmap, trajectory
 from capgap.rundir import RunError
 from capgap.train import seeds
 from capgap.train.allocator import keep_freed_memory
-from capgap.train.seeds import load_checkpoints as load_group_checkpoint
-from capgap.train.seeds import save_checkpoints as save_group_checkpoint
 
 
 @dataclass
@@ -202,8 +200,9 @@ def train_seeds(runs: list[Args]) -> list[Path]:
             else:
                 todo.append((run, net))
         seeds.rewind([run.run_dir for run, _ in todo])
-        todo.sort(key=lambda rn: seeds.resume_step(rn[0].run_dir))
-        for _, same_step in itertools.groupby(todo, key=lambda rn: seeds.resume_step(rn[0].run_dir)):
+        step = {run.run_dir: seeds.resume_step(run.run_dir) for run, _ in todo}
+        todo.sort(key=lambda rn: step[rn[0].run_dir])
+        for _, same_step in itertools.groupby(todo, key=lambda rn: step[rn[0].run_dir]):
             part = list(same_step)
             with rundir.disk_guard(part[0][0].run_dir):  # a full disk anywhere (e.g. TensorBoard's writer): one line
                 _train([r for r, _ in part], dials, SeedStack([n for _, n in part]).to(runs[0].device))
@@ -230,7 +229,7 @@ def _train(runs: list[seeds.Run], dials: dict[str, Any], agent: SeedStack) -> No
     iteration, global_step, next_eval = 0, 0, 0
     resumed = rundir.latest_checkpoint(runs[0].run_dir) is not None
     if resumed:
-        iteration, global_step, next_eval = load_group_checkpoint(runs, agent, optimizer, core, rngs)
+        iteration, global_step, next_eval = seeds.load_checkpoints(runs, agent, optimizer, core, rngs)
     else:
         for r in runs:
             rundir.discard_unsaved(r.run_dir)
@@ -248,6 +247,7 @@ def _train(runs: list[seeds.Run], dials: dict[str, Any], agent: SeedStack) -> No
     dones = torch.zeros_like(logprobs)
     values = torch.zeros_like(logprobs)
     rows = torch.arange(S, device=device).unsqueeze(1)  # picks each seed's own minibatch
+    outcome_base = torch.arange(S * N, device=device) // N * len(OUTCOMES)  # env -> its seed's outcome counters
 
     from tqdm import tqdm
 
@@ -262,7 +262,7 @@ def _train(runs: list[seeds.Run], dials: dict[str, Any], agent: SeedStack) -> No
             last[s] = evaluate_and_log(agent.network(s), r.args, r.eval_dials, writers[s], r.run_dir, global_step,
                                        metas[s], core.task.channels)
             writers[s].flush()  # everything up to this step is on disk before the checkpoint exists
-        save_group_checkpoint(runs, agent, optimizer, core, rngs, params,
+        seeds.save_checkpoints(runs, agent, optimizer, core, rngs, params,
                               {"iteration": iteration, "global_step": global_step, "next_eval": next_eval})
         bar.set_postfix({k: f"{np.mean([m[k] for m in last]):.2f}" for k in HEADLINE})
 
@@ -297,8 +297,7 @@ def _train(runs: list[seeds.Run], dials: dict[str, Any], agent: SeedStack) -> No
                     ep_n += d.sum(1)
                     ep_ret += (e.ret.view(S, N) * d).sum(1)
                     ep_len += (e.length.view(S, N) * d).sum(1)
-                    seed_of = torch.arange(S * N, device=device) // N
-                    ep_outcomes += torch.bincount((seed_of * len(OUTCOMES) + e.outcome.long())[e.done],
+                    ep_outcomes += torch.bincount((outcome_base + e.outcome.long())[e.done],
                                                   minlength=S * len(OUTCOMES)).float()
             global_step += batch
 

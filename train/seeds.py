@@ -7,7 +7,7 @@ Everything a *run* owns stays per seed, in the very format of a lone run:
 
 * its run dir, TensorBoard file, evaluations, episode files, ``done.json``;
 * its checkpoints: seed s's network, its slice of the Adam moments, its slice of the engine and
-  its own random generator (:func:`seed_checkpoint`), so a seed resumes alone or in any group,
+  its own random generator (:func:`save_checkpoints`), so a seed resumes alone or in any group,
   and every analysis tool reads it like any other run;
 * what it plays: env i of seed s is seeded as in a lone run (``seed * 2**20 + i``), and level
   content depends on nothing else, so a seed meets the same levels grouped or alone;
@@ -16,7 +16,8 @@ Everything a *run* owns stays per seed, in the very format of a lone run:
 
 What differs from a lone run: floating-point rounding of the batched kernels, so trajectories
 diverge after a while like two runs on different machines; the seed's results are the same in
-distribution (``tests/test_seeds.py`` checks C and A of grouped and lone runs side by side).
+distribution (``tests/test_seeds.py``: after two PPO iterations a grouped seed's network is its
+lone run's within 1e-4; ``benchmarks/study_time.py``'s before/after runs compare C and A).
 A grouped run's ``wall_s`` is the group's.
 """
 
@@ -81,9 +82,10 @@ def rewind(run_dirs: list[Path]) -> None:
     common = set.intersection(*steps) if steps else set()
     if not common:
         return
+    last = max(common)
     for d in run_dirs:
         for p in rundir.checkpoints(d):
-            if rundir.checkpoint_step(p) > max(common):
+            if rundir.checkpoint_step(p) > last:
                 p.unlink()
 
 
