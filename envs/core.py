@@ -184,8 +184,6 @@ class GridCore:
         self.move = torch.tensor([-s, 1, s, -1], dtype=torch.long, device=dev)
         self.base = torch.arange(b, device=dev) * (c * self.hw)  # flat offset of env i's wall plane
         self.agent_base = self.base + self.hw
-        self.chan = torch.arange(c, device=dev) * self.hw
-        self.plane_base = self.chan.unsqueeze(1) + self.base  # (C, B): env i's plane k starts at [k, i]
         self._decay = task.time_penalty / task.max_steps
         self.episodes = Episodes(
             done=torch.zeros(b, dtype=torch.bool, device=dev),
@@ -284,7 +282,7 @@ class GridCore:
         self.flat.index_fill_(0, self.agent_base + pos, 1)
         self.pos = self.view.pos = pos
         self.t += 1
-        here = read_flat(self.flat, self.plane_base + pos).t()  # (B, C); plane-major reads: one long vectorised add
+        here = read_flat(self.flat, self.view.under()).t()  # (B, C): plane-major reads, one long vectorised add
         ev = self.task.step(self.view, here)
         reward = ev.reward * (1.0 - self._decay * self.t)
         self.ret += reward

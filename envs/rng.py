@@ -85,19 +85,27 @@ class KeyedRNG:
 
     def choice(self, mask: np.ndarray) -> np.ndarray:
         """(K,) index of a uniformly chosen True entry of each row of ``mask`` (-1 if none)."""
-        mask = mask.reshape(len(self), -1)
-        counts = mask.sum(1)
-        r = self.integers(counts)[:, 0]
-        idx = np.argmax(np.cumsum(mask, axis=1) > r[:, None], axis=1)
-        return np.where(counts > 0, idx, -1)
+        return self.choose_distinct(mask, 1)[:, 0]
 
     def choose_distinct(self, mask: np.ndarray, n: int) -> np.ndarray:
-        """(K, n) indices of n distinct True entries per row, uniformly (-1 where too few)."""
-        mask = mask.reshape(len(self), -1).copy()
-        out = np.empty((len(self), n), dtype=np.int64)
-        rows = np.arange(len(self))
-        for j in range(n):
-            out[:, j] = self.choice(mask)
-            ok = out[:, j] >= 0
-            mask[rows[ok], out[ok, j]] = False
-        return out
+        """(K, n) indices of n distinct True entries per row, uniformly (-1 where too few).
+
+        Pick j takes the r-th of the entries still free, r = ``integers(free count)``, one draw per
+        pick (as n calls of :meth:`choice`, each removing its pick, would). Done without n passes
+        over the mask: r becomes a rank among all the row's True entries by stepping over the
+        earlier picks that lie at or below it, and the rank becomes a column through one
+        ``flatnonzero`` of the mask."""
+        mask = mask.reshape(len(self), -1)
+        counts = np.count_nonzero(mask, axis=1)
+        cells = np.flatnonzero(mask)  # row-major: row i's True entries, in order, from first[i] on
+        first = np.cumsum(counts) - counts
+        left = np.maximum(counts[:, None] - np.arange(n), 0)  # (K, n) free entries before pick j
+        u = self.uniform(n)
+        rank = np.minimum((u * left).astype(np.int64), np.maximum(left - 1, 0))
+        for j in range(1, n):
+            earlier = np.sort(rank[:, :j], axis=1)
+            for i in range(j):  # ascending: each earlier pick at or below the rank pushes it up by one
+                rank[:, j] += earlier[:, i] <= rank[:, j]
+        ok = left > 0
+        flat = cells[np.where(ok, first[:, None] + rank, 0)] if len(cells) else 0
+        return np.where(ok, flat - np.arange(len(self))[:, None] * mask.shape[1], -1)

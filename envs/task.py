@@ -104,17 +104,36 @@ class View:
     Args:
         channels: the task's plane names (``Task.channels``), in order.
         obs: (B, C, S, S) uint8 observation planes (written in place by :meth:`clear_here`,
-            :meth:`fill`, :meth:`put`).
+            :meth:`clear_under`, :meth:`fill`, :meth:`put`, :meth:`redraw`).
         pos: (B,) long flat index ``y * S + x`` of each agent's cell.
         extra: (B, E) long per-env state, columns named by ``Task.extras``; the task edits it in place.
     """
 
     def __init__(self, channels: tuple[str, ...], obs: torch.Tensor, pos: torch.Tensor, extra: torch.Tensor) -> None:
-        self.channels, self.obs, self.pos, self.extra = channels, obs, pos, extra
+        self.channels, self.obs, self.extra = channels, obs, extra
         b, c, s, _ = obs.shape
         self.num_envs, self.size, self.device = b, s, obs.device
         self._hw = s * s
         self._base = torch.arange(b, device=obs.device) * (c * self._hw)  # flat offset of env i's first plane
+        self._planes = torch.arange(c, device=obs.device).unsqueeze(1) * self._hw + self._base  # (C, B) plane starts
+        self.pos = pos
+
+    @property
+    def pos(self) -> torch.Tensor:
+        """(B,) long flat index ``y * S + x`` of each agent's cell."""
+        return self._pos
+
+    @pos.setter
+    def pos(self, pos: torch.Tensor) -> None:
+        self._pos, self._under = pos, None
+
+    def under(self) -> torch.Tensor:
+        """(C, B) flat index into ``obs`` of every plane's cell under each agent (row k: plane k),
+        computed once per agent move: the engine reads ``here`` through it, and the writes under
+        the agent reuse it."""
+        if self._under is None:
+            self._under = self._planes + self._pos
+        return self._under
 
     def channel(self, name: str) -> int:
         """Index of the plane ``name``."""
@@ -122,15 +141,23 @@ class View:
 
     def plane(self, name: str) -> torch.Tensor:
         """(B, S*S) view of the plane ``name`` (read it; write it through :meth:`clear_here`,
-        :meth:`fill` or :meth:`put`)."""
+        :meth:`clear_under`, :meth:`fill`, :meth:`put` or :meth:`redraw`)."""
         return self.obs[:, self.channel(name)].reshape(self.num_envs, -1)
 
     def clear_here(self, name: str, where: torch.Tensor) -> None:
         """Set the plane ``name`` to 0 under the agent in the envs where ``where`` (B,) bool is
         True, e.g. a picked-up key. The other envs' cells are left as they are."""
-        cell = self._base + self.channel(name) * self._hw + self.pos
+        cell = self.under()[self.channel(name)]
         flat = self.obs.view(-1)
         flat.scatter_(0, cell, read_flat(flat, cell) & (~where).to(torch.uint8))  # scatter_: ~4x cheaper
+
+    def clear_under(self, *names: str) -> None:
+        """Set the planes ``names`` to 0 under the agent in every env: what the agent stands on is
+        always taken (an apple, a shield), so no mask is needed (cheaper than :meth:`clear_here`)."""
+        rows = [self.channel(n) for n in names]
+        under = self.under()
+        cells = under[rows[0]:rows[-1] + 1] if rows == list(range(rows[0], rows[-1] + 1)) else under[rows]
+        self.obs.view(-1).index_fill_(0, cells.reshape(-1), 0)
 
     def fill(self, name: str, ids: torch.Tensor, values: torch.Tensor) -> None:
         """Fill the whole plane ``name`` of envs ``ids`` (1-D long) with ``values`` (one per id),
@@ -143,17 +170,24 @@ class View:
         (a monster that is gone), so a task writes every env's cells in one call, with no mask."""
         cells = cells.reshape(self.num_envs, -1)
         flat = self.obs.view(-1)
-        index = self._base.unsqueeze(1) + self.channel(name) * self._hw + cells
+        index = self._planes[self.channel(name)].unsqueeze(1) + cells
         # a skipped entry (-1) points at the previous plane's last cell and writes back what is there
         # (no boolean mask: no host sync); it never meets a written cell, which all lie in plane `name`
         index = index.reshape(-1)
         flat.scatter_(0, index, torch.where(cells.reshape(-1) >= 0, value, read_flat(flat, index)))
 
-    def at(self, name: str, cells: torch.Tensor) -> torch.Tensor:
-        """The plane ``name``'s values at flat cells ``cells`` (B, k) of every env (row i: env i's
-        cells, each in [0, S*S)), e.g. whether the cells a monster may step to are walls."""
-        index = self._base.unsqueeze(1) + self.channel(name) * self._hw + cells
-        return read_flat(self.obs.view(-1), index)
+    def redraw(self, name: str, cells: torch.Tensor) -> None:
+        """Clear the plane ``name`` of every env and set it to 1 at flat cells ``cells`` (B, k), e.g.
+        the monsters after they moved: one pass, whatever moved. Entries below 0 are skipped; cell
+        0 (a corner of the border wall) is not a valid entry."""
+        ch = self.channel(name)
+        self.obs[:, ch].zero_()
+        start = self._planes[ch].unsqueeze(1)
+        if cells.dim() == 2 and cells.t().is_contiguous():  # a slot-major (k, B) tensor seen as (B, k)
+            cells, start = cells.t(), start.t()  # the same pairs, flattened without a copy
+        # a skipped entry writes 0 to its env's cell 0 (a border wall) of this plane, which was just cleared
+        index = start + cells.clamp(min=0)
+        self.obs.view(-1).scatter_(0, index.reshape(-1), (cells >= 0).to(torch.uint8).reshape(-1))
 
 
 _DIAL_TYPES: dict[Any, tuple[str, Any]] = {
@@ -249,8 +283,9 @@ class Task:
         """Apply the task's rules after the agent moved.
 
         ``here`` is (B, C): every plane's value at the agent's new cell. The task may edit its
-        state ``view.extra`` in place and change planes through ``view.clear_here`` (e.g. remove a
-        picked-up key), ``view.fill`` and ``view.put``; it never indexes the engine's buffers.
+        state ``view.extra`` in place and change planes through the view's writers (``clear_here``,
+        e.g. remove a picked-up key; ``clear_under``, ``fill``, ``put``, ``redraw``); it never
+        indexes the engine's buffers.
         """
         raise NotImplementedError
 

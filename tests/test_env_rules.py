@@ -214,6 +214,7 @@ def test_monster_levels(split: str) -> None:
     ({"shields_test": 1, "monsters_test": 1}, "MonsterShields: shields_test=1 is out of range; expected > "),
     ({"monster_period": 0}, "MonsterShields: monster_period=0 is out of range"),
     ({"hurt": -1.0}, "MonsterShields: hurt=-1.0 is out of range"),
+    ({"size": 27}, "MonsterShields: size=27 is out of range; expected an integer in [7, 25]"),
 ])
 def test_bad_monster_dials(dials: dict, message: str) -> None:
     with pytest.raises(E.DialError) as err:
@@ -226,3 +227,21 @@ def test_bad_salience() -> None:
         E.FollowLeader(salience=13)
     assert str(err.value) == ("FollowLeader: salience=13 is out of range; expected an integer in "
                               "[0, 2 * (size - 3)] = [0, 12]")
+
+
+def test_monsters_chase_in_the_largest_room() -> None:
+    """The rule table covers every pair of cells up to size 25: there a monster still steps one
+    cell closer to the agent every 2nd step (test split: one monster, far from the agent)."""
+    core = E.make_core("capgap/MonsterShields-v0", 4, split="test", size=25, max_steps=200)
+    core.reset(0)
+    s = core.task.size
+
+    def dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a // s - b // s).abs() + (a % s - b % s).abs()
+
+    for t in range(1, 7):
+        monster = core.extra[:, MS.MONSTER].clone()
+        core.step(torch.zeros(4, dtype=torch.long))  # up, into the wall in the end
+        moved = dist(monster, core.extra[:, MS.MONSTER])
+        closer = dist(monster, core.pos) - dist(core.extra[:, MS.MONSTER], core.pos)
+        assert moved.tolist() == [1 - t % 2] * 4 and closer.tolist() == [1 - t % 2] * 4, t

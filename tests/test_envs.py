@@ -314,3 +314,29 @@ def test_every_dial_is_type_checked(env_id: str) -> None:
             assert msg.startswith(f"{cls.name}: {dial}={value!r} has the wrong type") and "\n" not in msg, msg
         if hints[dial] is float:
             cls.from_dials(**{dial: int(default)})
+
+
+def test_view_writers_touch_only_what_they_name() -> None:
+    """clear_under zeroes the named planes under each agent; redraw redraws one plane whole,
+    skipping entries below 0; put writes only its cells; neither touches another plane."""
+    ch = ("wall", "agent", "apple", "shield", "monster")
+    obs = torch.ones((2, len(ch), 5, 5), dtype=torch.uint8)
+    view = E.View(ch, obs, torch.tensor([6, 18]), torch.zeros((2, 0), dtype=torch.long))
+    before = obs.clone()
+    view.clear_under("apple", "shield")
+    flat, old = obs.view(2, len(ch), -1), before.view(2, len(ch), -1)
+    for env, cell in ((0, 6), (1, 18)):
+        assert flat[env, 2:4, cell].tolist() == [0, 0]
+        flat[env, 2:4, cell] = 1
+    assert torch.equal(obs, before), "nothing else changed"
+    view.clear_under("wall", "shield")  # planes that are not neighbours
+    assert flat[0, 0, 6] == 0 and flat[0, 3, 6] == 0 and flat[0, 2, 6] == 1 and flat[0, 1, 6] == 1
+    obs.copy_(before)
+    slot_major = torch.tensor([[7, -1], [12, 24]])  # (slots, B): env 0 has 7 and 12, env 1 only 24
+    view.redraw("monster", slot_major.t())
+    assert flat[0, 4].nonzero().squeeze(1).tolist() == [7, 12] and flat[1, 4].nonzero().squeeze(1).tolist() == [24]
+    assert torch.equal(flat[:, :4], old[:, :4]), "only the monster plane was redrawn"
+    view.redraw("monster", torch.tensor([[3], [-1]]))  # (B, k), row-major
+    assert flat[0, 4].nonzero().squeeze(1).tolist() == [3] and flat[1, 4].sum() == 0
+    view.put("apple", torch.tensor([[8, -1], [-1, -1]]), 0)
+    assert flat[0, 2, 8] == 0 and flat[0, 2].sum() == 24 and flat[1, 2].sum() == 25

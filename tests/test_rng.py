@@ -1,0 +1,91 @@
+"""Level randomness: the fast draws equal their definitions, and every env's trajectories are pinned."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+import capgap.envs as E
+from capgap.envs.rng import KeyedRNG
+
+
+def choose_distinct_by_definition(rng: KeyedRNG, mask: np.ndarray, n: int) -> np.ndarray:
+    """n picks, each a uniform draw among the entries still free, removing the pick: the definition."""
+    mask = mask.reshape(len(rng), -1).copy()
+    out = np.full((len(rng), n), -1)
+    for j in range(n):
+        counts = mask.sum(1)
+        r = rng.integers(counts)[:, 0]
+        pick = np.argmax(np.cumsum(mask, axis=1) > r[:, None], axis=1)
+        ok = counts > 0
+        out[ok, j] = pick[ok]
+        mask[np.flatnonzero(ok), pick[ok]] = False
+    return out
+
+
+def test_choose_distinct_is_the_sequential_definition() -> None:
+    g = np.random.default_rng(0)
+    for _ in range(200):
+        k, cells, n = int(g.integers(1, 60)), int(g.integers(1, 90)), int(g.integers(1, 14))
+        mask = g.uniform(size=(k, cells)) < g.uniform()  # includes rows with no or too few entries
+        keys = g.integers(0, 2**63, k).astype(np.uint64)
+        fast, slow = KeyedRNG(keys), KeyedRNG(keys)
+        np.testing.assert_array_equal(fast.choose_distinct(mask, n), choose_distinct_by_definition(slow, mask, n))
+        assert fast.counter == slow.counter
+        np.testing.assert_array_equal(fast.choice(mask), choose_distinct_by_definition(slow, mask, 1)[:, 0])
+
+
+def test_choose_distinct_picks_are_distinct_true_entries() -> None:
+    mask = np.zeros((3, 10), bool)
+    mask[0, [1, 4, 7]] = True
+    mask[1, [2]] = True
+    out = KeyedRNG(np.arange(3, dtype=np.uint64)).choose_distinct(mask, 3)
+    assert sorted(out[0]) == [1, 4, 7] and out[1].tolist() == [2, -1, -1] and out[2].tolist() == [-1, -1, -1]
+
+
+PINNED = {
+    # (env, split): digest of 300 random-action steps of 64 envs (observations, rewards, ends, outcomes)
+    ("capgap/CheeseCorner-v0", "train"): "2117b433921a62dc",
+    ("capgap/CheeseCorner-v0", "test"): "0366369e1e12212e",
+    ("capgap/CheeseDish-v0", "train"): "55856c56a8d4780c",
+    ("capgap/CheeseDish-v0", "test"): "74e1a3c266707e84",
+    ("capgap/ColourShape-v0", "train"): "ba9e02ba86922bf5",
+    ("capgap/ColourShape-v0", "test"): "90b996b1ae3e995e",
+    ("capgap/FollowLeader-v0", "train"): "4c16e8ba6106435c",
+    ("capgap/FollowLeader-v0", "test"): "12601b2479771337",
+    ("capgap/KeysChests-v0", "train"): "1e4027bd72d41342",
+    ("capgap/KeysChests-v0", "test"): "6b4507dd8ef64d2f",
+    ("capgap/LavaShift-v0", "train"): "bbf8d506f5bbbd76",
+    ("capgap/LavaShift-v0", "test"): "0484f5f667d16ffc",
+    ("capgap/MonsterShields-v0", "train"): "eda8de2e782b4205",
+    ("capgap/MonsterShields-v0", "test"): "707042c71aef7b8e",
+}
+
+
+def trajectory_digest(env_id: str, split: str) -> str:
+    core = E.make_core(env_id, 64, split=split)
+    core.reset(7)
+    g = torch.Generator().manual_seed(1)
+    h = hashlib.sha256()
+    for _ in range(300):
+        reward, terminated, truncated = core.step(torch.randint(0, 4, (64,), generator=g))
+        e = core.episodes
+        floats = torch.stack([reward, e.goal_score, e.capability_score])
+        floats = (floats * 1e4).round().long()  # to 1e-4: the last bit of a float may differ between CPUs
+        for t in (core.obs, terminated, truncated, e.done, e.outcome, floats):
+            h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("env_id", list(E.TASKS))
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_trajectories_are_pinned(env_id: str, split: str) -> None:
+    """Levels and rules are part of every published figure: a speed-up must not change a single
+    step. A deliberate change of an env (or a new env) updates its digest here, and says so."""
+    digest = trajectory_digest(env_id, split)
+    assert PINNED.get((env_id, split)) == digest, (
+        f"{env_id} {split} plays differently: digest {digest}, pinned {PINNED.get((env_id, split))}. If the "
+        "change is deliberate (the results in the README and docs/results.md then need rerunning), pin the new digest")
