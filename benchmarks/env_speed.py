@@ -1,14 +1,14 @@
 """Env throughput: steps per second of every capgap env, against Minigrid measured in the same run.
 
-    python benchmarks/env_speed.py [--seconds 2] [--threads N]
+    python benchmarks/env_speed.py [--seconds 1] [--threads N] [--envs ID ...]
 
 Every env is measured at its default dials, and CheeseCorner also on the 13×13 maze of the
 literature (``size=13 max_steps=256``). Each capgap env runs B envs on its batched torch engine
 (the path the trainer uses), with auto-reset and uniformly random actions (drawn ahead into a
 table of 64 steps and cycled, so the timing is the env's, not the random number generator's).
 Minigrid's ``MiniGrid-Empty-8x8-v0`` runs as a single gymnasium env with random actions and
-resets, as a user would run it, best of three timings. Prints a markdown table; ``ratio`` =
-capgap's best SPS / Minigrid's best SPS.
+resets, as a user would run it. Every figure is the best of three timings. Prints a markdown
+table; ``ratio`` = capgap's best SPS / Minigrid's SPS.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import torch
 import capgap.envs as E
 
 BATCHES = (1024, 4096, 16384)
+REPEATS = 3
+"""Timings per measurement; the best is reported (capgap and Minigrid alike): on a shared machine
+the slow ones measure the neighbours."""
 EXTRA = {"capgap/CheeseCorner-v0": {"size": 13, "max_steps": 256}}
 """Configurations measured besides every env's defaults."""
 
@@ -34,11 +37,14 @@ def capgap_sps(env_id: str, num_envs: int, split: str, seconds: float, **dials: 
     actions = torch.randint(0, 4, (64, num_envs), generator=torch.Generator().manual_seed(0))
     for i in range(50):  # warm up: first level batches, allocator
         core.step(actions[i % 64])
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
-        core.step(actions[n % 64])
-        n += 1
-    return n * num_envs / elapsed
+    best = 0.0
+    for _ in range(REPEATS):
+        n, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            core.step(actions[n % 64])
+            n += 1
+        best = max(best, n * num_envs / elapsed)
+    return best
 
 
 def minigrid_sps(seconds: float) -> float:
@@ -58,12 +64,12 @@ def minigrid_sps(seconds: float) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement")
+    p.add_argument("--seconds", type=float, default=1.0, help="seconds per timing (best of 3 is reported)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     p.add_argument("--envs", nargs="*", default=list(E.TASKS), help="env ids to measure")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    mg = max(minigrid_sps(a.seconds) for _ in range(3))  # its best of three: a conservative ratio
+    mg = max(minigrid_sps(a.seconds) for _ in range(REPEATS))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({a.threads} threads), python {platform.python_version()}")
     print(f"Minigrid MiniGrid-Empty-8x8-v0, 1 env: {mg:,.0f} SPS\n")

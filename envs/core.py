@@ -112,9 +112,8 @@ class LevelSource:
             return tuple(t[idx] for t in self.bank)
         if (j >= self.filled[ids]).any():
             self._refill()
-        tid = torch.as_tensor(ids, device=self.device)
-        slot = torch.as_tensor(j % self.q, device=self.device)
-        return tuple(t[tid, slot] for t in self.ring)
+        slot = torch.as_tensor(ids * self.q + j % self.q, device=self.device)  # row of the ring, seen flat
+        return tuple(t.flatten(0, 1).index_select(0, slot) for t in self.ring)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Where every env is in its level stream, as tensors (a fixed set is regenerated, not stored)."""
@@ -179,7 +178,8 @@ class GridCore:
         self.ret = torch.zeros(b, dtype=torch.float32, device=dev)
         self.goal = torch.zeros(b, dtype=torch.float32, device=dev)
         self.proxy = torch.zeros(b, dtype=torch.bool, device=dev)
-        self.extra = torch.zeros((b, len(task.extras)), dtype=torch.long, device=dev)
+        # (B, E) stored column by column: a task's ops on one column of all envs run on contiguous memory
+        self.extra = torch.zeros((len(task.extras), b), dtype=torch.long, device=dev).t()
         self.level = torch.zeros(b, dtype=torch.long, device=dev)
         self.move = torch.tensor([-s, 1, s, -1], dtype=torch.long, device=dev)
         self.base = torch.arange(b, device=dev) * (c * self.hw)  # flat offset of env i's wall plane

@@ -174,24 +174,23 @@ class MonsterShields(Task):
         return met > armed  # met and not armed
 
     def _moves(self, device: torch.device) -> torch.Tensor:
-        """The fixed rule as a flat table: a monster's first and second choice of cell (-1: that
-        choice is no move, or into a wall) at ``2 * ((v * (N+1) + m + 1) * (N+1) + a) + choice``,
-        N = S*S, for its tie-break v (1: vertical first), its cell m (-1: gone, no move) and the
-        agent's cell a (N: the monsters rest this step, no move). Built once per device; a step
-        looks its monsters up in one read. O(N^2) entries: why ``size`` stops at 25."""
+        """The fixed rule as a flat table: the step (cell offset) of a monster's first and second
+        choice (0: that choice is no move, or into a wall) at ``2 * ((v * (N+1) + m + 1) * (N+1) + a)
+        + choice``, N = S*S, for its tie-break v (1: vertical first), its cell m (-1: gone, no move)
+        and the agent's cell a (N: the monsters rest this step, no move). Built once per device; a
+        step looks its monsters up in one read. O(N^2) entries: why ``size`` stops at 25."""
         if self._table is None or self._table.device != device:
             s, n = self.size, self.size**2
             a, p = np.arange(s * s)[:, None], np.arange(s * s)[None, :]  # monster cell, agent cell
             dy, dx = p // s - a // s, p % s - a % s
             wall = layout.room(1, s).reshape(-1)
-            table = np.full((2, n + 1, n + 1, 2), -1, dtype=np.int64)
+            table = np.zeros((2, n + 1, n + 1, 2), dtype=np.int64)
             for vertical in (0, 1):
                 first_vertical = (np.abs(dy) > np.abs(dx)) | ((np.abs(dy) == np.abs(dx)) & bool(vertical))
                 vert, horiz = np.sign(dy) * s, np.sign(dx)
                 options = np.stack([np.where(first_vertical, vert, horiz), np.where(first_vertical, horiz, vert)], -1)
-                cand = a[..., None] + options
-                ok = (options != 0) & ~wall[np.clip(cand, 0, s * s - 1)]
-                table[vertical, 1:, :n] = np.where(ok, cand, -1)
+                into_wall = wall[np.clip(a[..., None] + options, 0, s * s - 1)]
+                table[vertical, 1:, :n] = np.where(into_wall, 0, options)
             self._table = torch.as_tensor(table.reshape(-1), device=device)
         return self._table
 
@@ -199,18 +198,18 @@ class MonsterShields(Task):
         """Every monster (``mons``: (slots, B), edited in place) of the envs where ``moving`` takes
         one step toward the agent (the fixed rule, :meth:`_moves`; ``vertical``: each monster's
         tie-break). Both choices of all monsters are looked up at once; the moves are then made in
-        slot order, so that a monster sees where the ones before it went. Slot-major (slots, B)
-        tensors keep every elementwise op on long contiguous rows."""
+        slot order, so that a monster sees where the ones before it went. A choice that is no move
+        is the monster's own cell, which counts as taken, so no validity mask is needed. Slot-major
+        (slots, B) tensors keep every elementwise op on long contiguous rows."""
         n1 = self.size**2 + 1
         agent = torch.where(moving, view.pos, n1 - 1)  # a resting monster looks up "no move"
         row = torch.add(mons, vertical, alpha=n1)  # (v * (N+1) + m + 1) - 1
         index = torch.add(agent + n1, row, alpha=n1).mul_(2)
-        choices = read_flat(self._moves(mons.device), torch.stack([index, index + 1]))  # (2, slots, B)
-        valid = choices >= 0
+        choices = read_flat(self._moves(mons.device), torch.stack([index, index + 1])).add_(mons)  # (2, slots, B)
         for j in range(self.slots):
             taken = (choices[:, j].unsqueeze(1) == mons).view(torch.uint8).amax(1).view(torch.bool)  # (2, B)
-            free = valid[:, j] > taken  # a choice is free if it is a cell no monster stands on now
-            torch.where(free[0], choices[0, j], torch.where(free[1], choices[1, j], mons[j]), out=mons[j])
+            # the first choice if no monster stands there now, else the second, else stay
+            torch.where(taken[0], torch.where(taken[1], mons[j], choices[1, j]), choices[0, j], out=mons[j])
 
     def step(self, view: View, here: torch.Tensor) -> Events:
         x = view.extra
@@ -221,7 +220,7 @@ class MonsterShields(Task):
         x[:, TICK].add_(1)
         view.clear_under("apple", "shield")  # whatever the agent stands on, it takes
         m = self.slots
-        mons = x[:, MONSTER:MONSTER + m].t().contiguous()  # slot-major (slots, B): see _chase
+        mons = x[:, MONSTER:MONSTER + m].t()  # slot-major (slots, B) rows of the engine's column-major state
         bitten = self._meet(x, mons, view.pos)  # the agent walked into a monster (or stayed under one)
         tick = x[:, TICK]
         period = self.monster_period
@@ -230,7 +229,6 @@ class MonsterShields(Task):
         # a monster walked into the agent; a monster that bit above is still there (it stays) and
         # bites once a step at most
         bitten |= self._meet(x, mons, view.pos)
-        x[:, MONSTER:MONSTER + m] = mons.t()
         view.redraw("monster", mons.t())
         view.obs[:, self.ch("held")] = x[:, HELD].to(torch.uint8).view(-1, 1, 1)
         got = apple.float()

@@ -65,27 +65,32 @@ PINNED = {
 }
 
 
-def trajectory_digest(env_id: str, split: str) -> str:
-    core = E.make_core(env_id, 64, split=split)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+"""The engine is device-agnostic: on a machine with a GPU the same trajectories are checked there."""
+
+
+def trajectory_digest(env_id: str, split: str, device: str = "cpu") -> str:
+    core = E.make_core(env_id, 64, split=split, device=device)
     core.reset(7)
     g = torch.Generator().manual_seed(1)
     h = hashlib.sha256()
     for _ in range(300):
-        reward, terminated, truncated = core.step(torch.randint(0, 4, (64,), generator=g))
+        reward, terminated, truncated = core.step(torch.randint(0, 4, (64,), generator=g).to(device))
         e = core.episodes
         floats = torch.stack([reward, e.goal_score, e.capability_score])
         floats = (floats * 1e4).round().long()  # to 1e-4: the last bit of a float may differ between CPUs
         for t in (core.obs, terminated, truncated, e.done, e.outcome, floats):
-            h.update(t.contiguous().numpy().tobytes())
+            h.update(t.cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
 @pytest.mark.parametrize("env_id", list(E.TASKS))
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_trajectories_are_pinned(env_id: str, split: str) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_trajectories_are_pinned(env_id: str, split: str, device: str) -> None:
     """Levels and rules are part of every published figure: a speed-up must not change a single
     step. A deliberate change of an env (or a new env) updates its digest here, and says so."""
-    digest = trajectory_digest(env_id, split)
+    digest = trajectory_digest(env_id, split, device)
     assert PINNED.get((env_id, split)) == digest, (
         f"{env_id} {split} plays differently: digest {digest}, pinned {PINNED.get((env_id, split))}. If the "
         "change is deliberate (the results in the README and docs/results.md then need rerunning), pin the new digest")
