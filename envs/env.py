@@ -53,6 +53,12 @@ def observation_space(task: Task, obs_mode: str = "grid", view_size: int = 5) ->
     return gym.spaces.Box(low=0, high=high, dtype=np.uint8)
 
 
+def unseen_of(core: GridCore, i: int) -> dict[str, np.ndarray]:
+    """Env ``i``'s ``Task.unseen`` cells as (S, S) numpy masks, for drawing."""
+    s = core.size
+    return {name: cells[i].reshape(s, s).cpu().numpy() for name, cells in core.task.unseen(core.view).items()}
+
+
 class _Face:
     """What both faces share: the core, the observation view and rendering."""
 
@@ -66,9 +72,10 @@ class _Face:
 
     def _frame(self, i: int) -> np.ndarray | str:
         planes = self.core.obs[i].cpu().numpy()
+        unseen = unseen_of(self.core, i)
         if self.render_mode == "ansi":
-            return render.text(planes, self.core.task.channels)
-        return render.rgb(planes, self.core.task.channels)
+            return render.text(planes, self.core.task.channels, unseen)
+        return render.rgb(planes, self.core.task.channels, unseen=unseen)
 
 
 class CapgapEnv(_Face, gym.Env):

@@ -190,6 +190,11 @@ class FollowLeader(Task):
         view.put("target", torch.where(seen, x[:, TARGET], -1), 1)
         return Events(goal.float(), goal, goal.float(), proxy)
 
+    def unseen(self, view: View) -> dict[str, torch.Tensor]:
+        """The target where the agent does not see it (too far, or under the leader)."""
+        cells = torch.arange(view.size**2, device=view.device)
+        return {"target": (cells == view.extra[:, TARGET:TARGET + 1]) & ~view.plane("target").bool()}
+
     def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Goal-seeker: the target (known from the level, seen or not), avoiding the decoy.
         Proxy-seeker: step onto the leader, avoiding the target where it is not the leader's

@@ -1,7 +1,9 @@
 """Rendering of observation planes: RGB frames (for videos) and a readable text grid.
 
 Drawing is generic over a task's planes: each plane name has a colour and a glyph in
-``STYLE``; a new task's planes get a default style until it adds its own entry.
+``STYLE``; a new task's planes get a default style until it adds its own entry. ``unseen``
+(``Task.unseen``: things in the level the agent does not see now) is drawn faded: at 40% of its
+colour in a frame, its glyph followed by ``'`` in text.
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ def _mask(shape: str, tile: int) -> np.ndarray:
     return np.zeros((tile, tile), dtype=bool)
 
 
-def rgb(planes: np.ndarray, channels: tuple[str, ...], tile: int = 16) -> np.ndarray:
-    """(S*tile, S*tile, 3) uint8 frame of one env's (C, S, S) planes."""
+def rgb(planes: np.ndarray, channels: tuple[str, ...], tile: int = 16,
+        unseen: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """(S*tile, S*tile, 3) uint8 frame of one env's (C, S, S) planes, and faded, ``unseen``
+    cells (plane name -> (S, S) bool)."""
     c, s, _ = planes.shape
     img = np.zeros((s, s, tile, tile, 3), dtype=np.uint8)
     # colour planes fill a tile first; other planes draw their shape on top, the agent last;
@@ -66,27 +70,36 @@ def rgb(planes: np.ndarray, channels: tuple[str, ...], tile: int = 16) -> np.nda
     order = [i for i in range(c) if channels[i] in _COLOURS]
     order += [i for i in range(c) if channels[i] not in _COLOURS and channels[i] != "agent"]
     order += [i for i in range(c) if channels[i] == "agent"]
-    for i in order:
-        if first[i] != i:
-            continue
-        colour, _, shape = STYLE.get(channels[i], _DEFAULT)
-        cells = planes[i] > 0
+    layers = [(channels[i], planes[i] > 0, 1.0) for i in order if first[i] == i]
+    faded = [(name, np.asarray(cells, bool).reshape(s, s), 0.4) for name, cells in (unseen or {}).items()]
+    for name, cells, strength in layers[:-1] + faded + layers[-1:]:  # the agent last
+        colour, _, shape = STYLE.get(name, _DEFAULT)
         m = _mask(shape, tile)
         sub = img[cells]  # (n, tile, tile, 3)
-        sub[:, m] = colour
+        sub[:, m] = tuple(int(c * strength) for c in colour)
         img[cells] = sub
     return img.transpose(0, 2, 1, 3, 4).reshape(s * tile, s * tile, 3)
 
 
-def text(planes: np.ndarray, channels: tuple[str, ...]) -> str:
-    """A text grid, two characters a cell: the glyphs of what lies there (``@`` the agent)."""
+def legend(unseen: dict[str, np.ndarray] | None) -> str:
+    """One line naming the faded glyphs that ``unseen`` draws (empty if it draws none)."""
+    names = [name for name, cells in (unseen or {}).items() if np.asarray(cells).any()]
+    return "  ".join(f"{STYLE.get(n, _DEFAULT)[1]}' = {n}, not in the agent's view" for n in names)
+
+
+def text(planes: np.ndarray, channels: tuple[str, ...], unseen: dict[str, np.ndarray] | None = None) -> str:
+    """A text grid, two characters a cell: the glyphs of what lies there (``@`` the agent), then
+    those of ``unseen`` things (plane name -> (S, S) bool) followed by ``'``."""
     c, s, _ = planes.shape
     glyphs = [STYLE.get(ch, _DEFAULT)[1] if channels.index(ch) == i else "" for i, ch in enumerate(channels)]
+    hidden = [(STYLE.get(name, _DEFAULT)[1] + "'", np.asarray(cells, bool).reshape(s, s))
+              for name, cells in (unseen or {}).items()]
     rows = []
     for y in range(s):
         cells = []
         for x in range(s):
             g = "".join(glyphs[i] for i in range(c) if planes[i, y, x])
+            g += "".join(glyph for glyph, where in hidden if where[y, x])
             g = "##" if g.startswith("#") else g
             cells.append((g + "  ")[:2])
         rows.append("".join(cells).rstrip())

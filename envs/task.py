@@ -289,6 +289,13 @@ class Task:
         """
         raise NotImplementedError
 
+    def unseen(self, view: View) -> dict[str, torch.Tensor]:
+        """What is in the level but not in the agent's observation now, for drawing only: plane
+        name -> (B, S*S) bool cells (e.g. FollowLeader's target, out of sight). ``capgap show``
+        and the envs' ``render`` draw it faded, so a person sees the whole level while the
+        agent sees its planes. Default: nothing."""
+        return {}
+
     def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(targets, avoid) as (B, S*S) bool masks for a scripted BFS agent.
 

@@ -41,9 +41,11 @@ def test_show_steps_shows_what_moves(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["show", "capgap/FollowLeader-v0", "--split", "test", "--steps", "3"]) == 0
     frames = capsys.readouterr().out.split("\n\n")
     assert len(frames) == 4 and [f.split(":")[0] for f in frames[1:]] == ["step 1", "step 2", "step 3"]
-    grids = ["\n".join(f.splitlines()[1:]) for f in frames]  # below each title line
+    grids = ["\n".join(ln for ln in f.splitlines()[1:] if " = " not in ln) for f in frames]  # no title, legend
     assert grids[0].count(".") == 1 and grids[-1].count(".") >= 3, "the leader's trail grows"
     assert all(g.count("L") == 1 for g in grids)
+    assert all(g.count("T") == 1 for g in grids), "the target is drawn, in sight or not"
+    assert all(("T'" in g) == ("T' = target, not in the agent's view" in f) for g, f in zip(grids, frames, strict=True))
     assert main(["show", "capgap/MonsterShields-v0", "--steps", "2"]) == 0
     frames = capsys.readouterr().out.split("\n\n")
     assert len(frames) == 3 and all("\n".join(f.splitlines()[1:]).count("M") == 3 for f in frames)

@@ -210,6 +210,32 @@ def test_rendering() -> None:
     assert grid.count("\n") == text.unwrapped.core.size - 1 and "@" in grid and "c" in grid
 
 
+def test_rendering_shows_what_the_agent_does_not_see() -> None:
+    """FollowLeader's target out of sight is drawn faded (text: T'), and drawing it changes no
+    observation; a target in sight is drawn as usual."""
+    env = gym.make("capgap/FollowLeader-v0", split="test", render_mode="ansi")
+    core = env.unwrapped.core
+    for seed in range(40):
+        obs, _ = env.reset(seed=seed)
+        in_sight = bool(core.view.plane("target").any())
+        grid, frame_obs = env.render(), obs.copy()
+        assert np.array_equal(frame_obs, env.unwrapped.core.obs[0].numpy()), "rendering wrote nothing"
+        assert grid.count("T") == 1 and grid.count("T'") == (0 if in_sight else 1), (seed, grid)
+        if not in_sight:
+            break
+    else:
+        raise AssertionError("no level in 40 with the target out of sight")
+    rgb_env = gym.make("capgap/FollowLeader-v0", split="test", render_mode="rgb_array")
+    rgb_env.reset(seed=seed)
+    faded = rgb_env.render()
+    unseen = rgb_env.unwrapped.core.task.unseen(rgb_env.unwrapped.core.view)["target"][0]
+    y, x = divmod(int(unseen.nonzero()[0, 0]), 9)
+    tile = faded[y * 16:(y + 1) * 16, x * 16:(x + 1) * 16]
+    plain = E.render.rgb(rgb_env.unwrapped.core.obs[0].numpy(), rgb_env.unwrapped.core.task.channels)
+    assert tile.max() > 0 and plain[y * 16:(y + 1) * 16, x * 16:(x + 1) * 16].max() == 0
+    assert tile.max() < max(E.render.STYLE["target"][0]), "faded, not at full colour"
+
+
 def test_torch_core_is_zero_copy_and_autoresets() -> None:
     core = E.make_core("capgap/CheeseCorner-v0", 256, max_steps=8)
     obs = core.reset(0)

@@ -57,14 +57,21 @@ def cmd_show(argv: list[str]) -> None:
     core = E.make_core(a.env, 1, split=a.split, autoreset=False, **parse_dials(a.dial))
     core.reset(a.seed)
     from capgap.envs import oracle, render
+    from capgap.envs.env import unseen_of
+
+    def draw() -> None:
+        unseen = unseen_of(core, 0)
+        print(render.text(core.obs[0].numpy(), core.task.channels, unseen))
+        if line := render.legend(unseen):
+            print(line)
 
     print(f"{a.env} split={a.split} level={int(core.level[0])}")
-    print(render.text(core.obs[0].numpy(), core.task.channels))
+    draw()
     for t in range(1, a.steps + 1):
         action = oracle.act(core, "goal")
         _, terminated, truncated = core.step(action)
         print(f"\nstep {t}: {E.ACTIONS[int(action[0])]}")
-        print(render.text(core.obs[0].numpy(), core.task.channels))
+        draw()
         if bool(terminated[0] | truncated[0]):
             print(f"episode over: {E.OUTCOMES[int(core.episodes.outcome[0])]}")
             break
