@@ -177,13 +177,14 @@ class View:
         flat.scatter_(0, index, torch.where(cells.reshape(-1) >= 0, value, read_flat(flat, index)))
 
     def redraw(self, name: str, cells: torch.Tensor) -> None:
-        """Clear the plane ``name`` of every env and set it to 1 at flat cells ``cells`` (B, k), e.g.
-        the monsters after they moved: one pass, whatever moved. Entries below 0 are skipped; cell
-        0 (a corner of the border wall) is not a valid entry."""
+        """Clear the plane ``name`` of every env and set it to 1 at flat cells ``cells``, (B,) or
+        (B, k), e.g. the monsters after they moved: one pass, whatever moved. Entries below 0 are
+        skipped; cell 0 (a corner of the border wall) is not a valid entry."""
         ch = self.channel(name)
         self.obs[:, ch].zero_()
         start = self._planes[ch].unsqueeze(1)
-        if cells.dim() == 2 and cells.t().is_contiguous():  # a slot-major (k, B) tensor seen as (B, k)
+        cells = cells.reshape(self.num_envs, -1) if cells.dim() != 2 else cells
+        if cells.t().is_contiguous():  # a slot-major (k, B) tensor seen as (B, k)
             cells, start = cells.t(), start.t()  # the same pairs, flattened without a copy
         # a skipped entry writes 0 to its env's cell 0 (a border wall) of this plane, which was just cleared
         index = start + cells.clamp(min=0)

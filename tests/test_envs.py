@@ -364,5 +364,7 @@ def test_view_writers_touch_only_what_they_name() -> None:
     assert torch.equal(flat[:, :4], old[:, :4]), "only the monster plane was redrawn"
     view.redraw("monster", torch.tensor([[3], [-1]]))  # (B, k), row-major
     assert flat[0, 4].nonzero().squeeze(1).tolist() == [3] and flat[1, 4].sum() == 0
+    view.redraw("monster", torch.tensor([5, 9]))  # (B,): one cell each
+    assert flat[0, 4].nonzero().squeeze(1).tolist() == [5] and flat[1, 4].nonzero().squeeze(1).tolist() == [9]
     view.put("apple", torch.tensor([[8, -1], [-1, -1]]), 0)
     assert flat[0, 2, 8] == 0 and flat[0, 2].sum() == 24 and flat[1, 2].sum() == 25
