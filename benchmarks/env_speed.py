@@ -1,6 +1,6 @@
 """Env throughput: steps per second of every capgap env, against Minigrid measured in the same run.
 
-    python benchmarks/env_speed.py [--seconds 1] [--threads N] [--envs ID ...]
+    python benchmarks/env_speed.py [--seconds 1] [--threads N] [--envs ID ...] [--batches B ...] [--device cuda]
 
 Every env is measured at its default dials, and CheeseCorner also on the 13×13 maze of the
 literature (``size=13 max_steps=256``). Each capgap env runs B envs on its batched torch engine
@@ -31,19 +31,21 @@ EXTRA = {"capgap/CheeseCorner-v0": {"size": 13, "max_steps": 256}}
 """Configurations measured besides every env's defaults."""
 
 
-def capgap_sps(env_id: str, num_envs: int, split: str, seconds: float, **dials: int) -> float:
-    core = E.make_core(env_id, num_envs, split=split, **dials)
+def capgap_sps(env_id: str, num_envs: int, split: str, seconds: float, device: str = "cpu", **dials: int) -> float:
+    core = E.make_core(env_id, num_envs, split=split, device=device, **dials)
     core.reset(0)
-    actions = torch.randint(0, 4, (64, num_envs), generator=torch.Generator().manual_seed(0))
+    actions = torch.randint(0, 4, (64, num_envs), generator=torch.Generator().manual_seed(0)).to(device)
+    sync = torch.cuda.synchronize if core.device.type == "cuda" else (lambda: None)
     for i in range(50):  # warm up: first level batches, allocator
         core.step(actions[i % 64])
     best = 0.0
     for _ in range(REPEATS):
         n, t0 = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - t0) < seconds:
+        while time.perf_counter() - t0 < seconds:
             core.step(actions[n % 64])
             n += 1
-        best = max(best, n * num_envs / elapsed)
+        sync()
+        best = max(best, n * num_envs / (time.perf_counter() - t0))
     return best
 
 
@@ -67,19 +69,22 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=1.0, help="seconds per timing (best of 3 is reported)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     p.add_argument("--envs", nargs="*", default=list(E.TASKS), help="env ids to measure")
+    p.add_argument("--batches", nargs="*", type=int, default=list(BATCHES), help="numbers of envs B to measure")
+    p.add_argument("--device", default="cpu", help="torch device of the engine (Minigrid runs on the CPU)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     mg = max(minigrid_sps(a.seconds) for _ in range(REPEATS))
+    gpu = f", engine on {torch.cuda.get_device_name(a.device)}" if a.device.startswith("cuda") else ""
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__} ({a.threads} threads), python {platform.python_version()}")
+          f"torch {torch.__version__} ({a.threads} threads), python {platform.python_version()}{gpu}")
     print(f"Minigrid MiniGrid-Empty-8x8-v0, 1 env: {mg:,.0f} SPS\n")
-    print("| env | split | " + " | ".join(f"B={b:,}" for b in BATCHES) + " | ratio vs Minigrid (best) |")
-    print("|---|---|" + "---:|" * (len(BATCHES) + 1))
+    print("| env | split | " + " | ".join(f"B={b:,}" for b in a.batches) + " | ratio vs Minigrid (best) |")
+    print("|---|---|" + "---:|" * (len(a.batches) + 1))
     configs = [(env_id, {}) for env_id in a.envs] + [(e, d) for e, d in EXTRA.items() if e in a.envs]
     for env_id, dials in configs:
         side = E.task_class(env_id).from_dials(**dials).size
         for split in E.SPLITS:
-            sps = [capgap_sps(env_id, b, split, a.seconds, **dials) for b in BATCHES]
+            sps = [capgap_sps(env_id, b, split, a.seconds, a.device, **dials) for b in a.batches]
             cells = " | ".join(f"{s / 1e6:.2f}M" for s in sps)
             print(f"| {env_id} {side}×{side} | {split} | {cells} | {max(sps) / mg:,.0f}x |", flush=True)
 
