@@ -165,6 +165,8 @@ class MonsterShields(Task):
         to a held shield, which is used up; (B,) bool: one found it unshielded (it bites, and stays).
         Monsters never share a cell, so at most one is there."""
         hit = mons == pos
+        if not self.slots:  # no monsters at all (both splits' counts 0)
+            return torch.zeros_like(pos, dtype=torch.bool)
         met = hit.view(torch.uint8).amax(0).view(torch.bool)  # (amax of uint8: ~5x cheaper than any of bool)
         armed = x[:, HELD] > 0
         mons.masked_fill_(hit & armed, -1)

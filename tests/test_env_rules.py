@@ -245,3 +245,26 @@ def test_monsters_chase_in_the_largest_room() -> None:
         moved = dist(monster, core.extra[:, MS.MONSTER])
         closer = dist(monster, core.pos) - dist(core.extra[:, MS.MONSTER], core.pos)
         assert moved.tolist() == [1 - t % 2] * 4 and closer.tolist() == [1 - t % 2] * 4, t
+
+
+@pytest.mark.parametrize("dials", [
+    {"monsters_train": 0, "shields_train": 0, "monsters_test": 0, "shields_test": 2},  # no monsters at all
+    {"monster_period": 3},  # not a power of 2
+    {"monster_period": 1},
+    {"monsters_train": 8, "shields_train": 8, "size": 13},  # the most monsters
+])
+def test_monster_dials_at_their_edges_play(dials: dict) -> None:
+    """Random play at the dials' edges: the monster plane always shows exactly the live monsters,
+    on distinct cells, and the held plane the shields held."""
+    for split in ("train", "test"):
+        core = E.make_core("capgap/MonsterShields-v0", 32, split=split, **dials)
+        core.reset(0)
+        task = core.task
+        g = torch.Generator().manual_seed(0)
+        for _ in range(120):
+            core.step(torch.randint(0, 4, (32,), generator=g))
+            mons = core.extra[:, MS.MONSTER:MS.MONSTER + task.slots]
+            alive = (mons >= 0).sum(1)
+            assert torch.equal(alive, core.extra[:, MS.MONSTERS_LEFT])
+            assert torch.equal(core.view.plane("monster").sum(1).long(), alive), "one cell per live monster"
+            assert torch.equal(core.view.plane("held").amax(1).long(), core.extra[:, MS.HELD])
