@@ -7,8 +7,10 @@ literature (``size=13 max_steps=256``). Each capgap env runs B envs on its batch
 (the path the trainer uses), with auto-reset and uniformly random actions (drawn ahead into a
 table of 64 steps and cycled, so the timing is the env's, not the random number generator's).
 Minigrid's ``MiniGrid-Empty-8x8-v0`` runs as a single gymnasium env with random actions and
-resets, as a user would run it. Every figure is the best of three timings. Prints a markdown
-table; ``ratio`` = capgap's best SPS / Minigrid's SPS.
+resets, as a user would run it. ``level µs``: the time to generate one level (numpy, on the CPU,
+in batches of 512, as the engine's level source does); at large B it bounds the speed (a level
+per episode). Every figure is the best of three timings. Prints a markdown table; ``ratio`` =
+capgap's best SPS / Minigrid's SPS.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import platform
 import time
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 import capgap.envs as E
@@ -46,6 +49,19 @@ def capgap_sps(env_id: str, num_envs: int, split: str, seconds: float, device: s
             n += 1
         sync()
         best = max(best, n * num_envs / (time.perf_counter() - t0))
+    return best
+
+
+def level_us(env_id: str, split: str, batch: int = 512, batches: int = 20, **dials: int) -> float:
+    """Microseconds to generate one level (numpy, in batches of ``batch`` as the engine's level
+    source does), the best of three timings."""
+    task = E.task_class(env_id).from_dials(**dials)
+    best = float("inf")
+    for r in range(REPEATS):
+        t0 = time.perf_counter()
+        for i in range(batches):
+            task.levels(split, np.arange(batch) + (r * batches + i) * batch)
+        best = min(best, (time.perf_counter() - t0) / (batch * batches) * 1e6)
     return best
 
 
@@ -78,15 +94,16 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} ({a.threads} threads), python {platform.python_version()}{gpu}")
     print(f"Minigrid MiniGrid-Empty-8x8-v0, 1 env: {mg:,.0f} SPS\n")
-    print("| env | split | " + " | ".join(f"B={b:,}" for b in a.batches) + " | ratio vs Minigrid (best) |")
-    print("|---|---|" + "---:|" * (len(a.batches) + 1))
+    print("| env | split | " + " | ".join(f"B={b:,}" for b in a.batches) + " | ratio vs Minigrid (best) | level µs |")
+    print("|---|---|" + "---:|" * (len(a.batches) + 2))
     configs = [(env_id, {}) for env_id in a.envs] + [(e, d) for e, d in EXTRA.items() if e in a.envs]
     for env_id, dials in configs:
         side = E.task_class(env_id).from_dials(**dials).size
         for split in E.SPLITS:
             sps = [capgap_sps(env_id, b, split, a.seconds, a.device, **dials) for b in a.batches]
             cells = " | ".join(f"{s / 1e6:.2f}M" for s in sps)
-            print(f"| {env_id} {side}×{side} | {split} | {cells} | {max(sps) / mg:,.0f}x |", flush=True)
+            us = level_us(env_id, split, **dials)
+            print(f"| {env_id} {side}×{side} | {split} | {cells} | {max(sps) / mg:,.0f}x | {us:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
