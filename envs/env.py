@@ -53,10 +53,12 @@ def observation_space(task: Task, obs_mode: str = "grid", view_size: int = 5) ->
     return gym.spaces.Box(low=0, high=high, dtype=np.uint8)
 
 
-def unseen_of(core: GridCore, i: int) -> dict[str, np.ndarray]:
-    """Env ``i``'s ``Task.unseen`` cells as (S, S) numpy masks, for drawing."""
+def unseen_of(core: GridCore, n: int = 1) -> list[dict[str, np.ndarray]]:
+    """The first ``n`` envs' ``Task.unseen`` cells as (S, S) numpy masks, for drawing (one call
+    of the task for all of them)."""
     s = core.size
-    return {name: cells[i].reshape(s, s).cpu().numpy() for name, cells in core.task.unseen(core.view).items()}
+    unseen = {name: cells[:n].reshape(-1, s, s).cpu().numpy() for name, cells in core.task.unseen(core.view).items()}
+    return [{name: cells[i] for name, cells in unseen.items()} for i in range(n)]
 
 
 class _Face:
@@ -70,9 +72,8 @@ class _Face:
     def _observe(self) -> torch.Tensor:
         return self.core.obs if self.obs_mode == "grid" else self.core.egocentric(self.view_size)
 
-    def _frame(self, i: int) -> np.ndarray | str:
+    def _frame(self, i: int, unseen: dict[str, np.ndarray]) -> np.ndarray | str:
         planes = self.core.obs[i].cpu().numpy()
-        unseen = unseen_of(self.core, i)
         if self.render_mode == "ansi":
             return render.text(planes, self.core.task.channels, unseen)
         return render.rgb(planes, self.core.task.channels, unseen=unseen)
@@ -134,7 +135,7 @@ class CapgapEnv(_Face, gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' or 'ansi'")
             return None
-        return self._frame(0)
+        return self._frame(0, unseen_of(self.core)[0])
 
 
 class CapgapVectorEnv(_Face, VectorEnv):
@@ -212,4 +213,5 @@ class CapgapVectorEnv(_Face, VectorEnv):
         """A tuple of frames (or text grids), one per env, for at most the first 16 envs."""
         if self.render_mode is None:
             return None
-        return tuple(self._frame(i) for i in range(min(self.num_envs, 16)))
+        n = min(self.num_envs, 16)
+        return tuple(self._frame(i, unseen) for i, unseen in enumerate(unseen_of(self.core, n)))

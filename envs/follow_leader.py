@@ -190,18 +190,22 @@ class FollowLeader(Task):
         view.put("target", torch.where(seen, x[:, TARGET], -1), 1)
         return Events(goal.float(), goal, goal.float(), proxy)
 
+    @staticmethod
+    def _cells(view: View, column: int) -> torch.Tensor:
+        """(B, S*S) bool: the cell held in ``view.extra``'s ``column`` (the target's, the destination's)."""
+        return torch.arange(view.size**2, device=view.device) == view.extra[:, column:column + 1]
+
     def unseen(self, view: View) -> dict[str, torch.Tensor]:
         """The target where the agent does not see it (too far, or under the leader)."""
-        cells = torch.arange(view.size**2, device=view.device)
-        return {"target": (cells == view.extra[:, TARGET:TARGET + 1]) & ~view.plane("target").bool()}
+        return {"target": self._cells(view, TARGET) & ~view.plane("target").bool()}
 
     def oracle_targets(self, view: View, seek: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Goal-seeker: the target (known from the level, seen or not), avoiding the decoy.
         Proxy-seeker: step onto the leader, avoiding the target where it is not the leader's
         destination."""
-        x, cells = view.extra, torch.arange(view.size**2, device=view.device)
-        target = cells == x[:, TARGET:TARGET + 1]
-        decoy = (cells == x[:, DEST:DEST + 1]) & x[:, ACTIVE:ACTIVE + 1].bool()
+        x = view.extra
+        target = self._cells(view, TARGET)
+        decoy = self._cells(view, DEST) & x[:, ACTIVE:ACTIVE + 1].bool()
         if seek == "goal":
             return target, decoy
         return view.plane("leader").bool(), target & x[:, ACTIVE:ACTIVE + 1].bool()

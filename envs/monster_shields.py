@@ -19,6 +19,11 @@ SAFE = 4
 """Least Manhattan distance from the agent's start to a monster's."""
 
 
+def _any(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """``mask.any(dim)`` for a bool tensor, as the max of its bytes (~5x cheaper on the CPU)."""
+    return mask.view(torch.uint8).amax(dim).view(torch.bool)
+
+
 def _dilate(mask: torch.Tensor, size: int) -> torch.Tensor:
     """(B, S*S) bool: the mask plus its 4-neighbours."""
     m = mask.view(-1, size, size)
@@ -164,10 +169,10 @@ class MonsterShields(Task):
         """A monster (``mons``: (slots, B) cells, -1 gone; edited in place) on the agent's cell dies
         to a held shield, which is used up; (B,) bool: one found it unshielded (it bites, and stays).
         Monsters never share a cell, so at most one is there."""
-        hit = mons == pos
-        if not self.slots:  # no monsters at all (both splits' counts 0)
+        if not self.slots:  # no monsters at all (both splits' counts 0): _any needs one slot
             return torch.zeros_like(pos, dtype=torch.bool)
-        met = hit.view(torch.uint8).amax(0).view(torch.bool)  # (amax of uint8: ~5x cheaper than any of bool)
+        hit = mons == pos
+        met = _any(hit, 0)
         armed = x[:, HELD] > 0
         mons.masked_fill_(hit & armed, -1)
         kill = (met & armed).long()
@@ -209,7 +214,7 @@ class MonsterShields(Task):
         index = torch.add(agent + n1, row, alpha=n1).mul_(2)
         choices = read_flat(self._moves(mons.device), torch.stack([index, index + 1])).add_(mons)  # (2, slots, B)
         for j in range(self.slots):
-            taken = (choices[:, j].unsqueeze(1) == mons).view(torch.uint8).amax(1).view(torch.bool)  # (2, B)
+            taken = _any(choices[:, j].unsqueeze(1) == mons, 1)  # (2, B)
             # the first choice if no monster stands there now, else the second, else stay
             torch.where(taken[0], torch.where(taken[1], mons[j], choices[1, j]), choices[0, j], out=mons[j])
 
@@ -226,13 +231,14 @@ class MonsterShields(Task):
         bitten = self._meet(x, mons, view.pos)  # the agent walked into a monster (or stayed under one)
         tick = x[:, TICK]
         period = self.monster_period
+        # tick % period, by a mask when period is a power of 2 (an int64 remainder costs ~10x more)
         moving = (tick & (period - 1) if period & (period - 1) == 0 else tick % period) == 0
         self._chase(view, mons, x[:, MONSTER + m:MONSTER + 2 * m].t(), moving)
         # a monster walked into the agent; a monster that bit above is still there (it stays) and
         # bites once a step at most
         bitten |= self._meet(x, mons, view.pos)
         view.redraw("monster", mons.t())
-        view.obs[:, self.ch("held")] = x[:, HELD].to(torch.uint8).view(-1, 1, 1)
+        view.fill("held", None, x[:, HELD])  # every env: cheaper than finding the ones that changed
         got = apple.float()
         reward = torch.where(bitten, got - self.hurt, got)
         return Events(reward, x[:, APPLES_LEFT] == 0, got / self.apples, spare)

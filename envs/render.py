@@ -81,10 +81,15 @@ def rgb(planes: np.ndarray, channels: tuple[str, ...], tile: int = 16,
     return img.transpose(0, 2, 1, 3, 4).reshape(s * tile, s * tile, 3)
 
 
+def _faded_glyph(name: str) -> str:
+    """The text glyph of a plane's unseen cells: its own, then ``'``."""
+    return STYLE.get(name, _DEFAULT)[1] + "'"
+
+
 def legend(unseen: dict[str, np.ndarray] | None) -> str:
     """One line naming the faded glyphs that ``unseen`` draws (empty if it draws none)."""
     names = [name for name, cells in (unseen or {}).items() if np.asarray(cells).any()]
-    return "  ".join(f"{STYLE.get(n, _DEFAULT)[1]}' = {n}, not in the agent's view" for n in names)
+    return "  ".join(f"{_faded_glyph(n)} = {n}, not in the agent's view" for n in names)
 
 
 def text(planes: np.ndarray, channels: tuple[str, ...], unseen: dict[str, np.ndarray] | None = None) -> str:
@@ -92,7 +97,7 @@ def text(planes: np.ndarray, channels: tuple[str, ...], unseen: dict[str, np.nda
     those of ``unseen`` things (plane name -> (S, S) bool) followed by ``'``."""
     c, s, _ = planes.shape
     glyphs = [STYLE.get(ch, _DEFAULT)[1] if channels.index(ch) == i else "" for i, ch in enumerate(channels)]
-    hidden = [(STYLE.get(name, _DEFAULT)[1] + "'", np.asarray(cells, bool).reshape(s, s))
+    hidden = [(_faded_glyph(name), np.asarray(cells, bool).reshape(s, s))
               for name, cells in (unseen or {}).items()]
     rows = []
     for y in range(s):

@@ -114,8 +114,8 @@ class View:
         b, c, s, _ = obs.shape
         self.num_envs, self.size, self.device = b, s, obs.device
         self._hw = s * s
-        self._base = torch.arange(b, device=obs.device) * (c * self._hw)  # flat offset of env i's first plane
-        self._planes = torch.arange(c, device=obs.device).unsqueeze(1) * self._hw + self._base  # (C, B) plane starts
+        first = torch.arange(b, device=obs.device) * (c * self._hw)  # flat offset of env i's first plane
+        self._planes = torch.arange(c, device=obs.device).unsqueeze(1) * self._hw + first  # (C, B) plane starts
         self.pos = pos
 
     @property
@@ -154,15 +154,14 @@ class View:
     def clear_under(self, *names: str) -> None:
         """Set the planes ``names`` to 0 under the agent in every env: what the agent stands on is
         always taken (an apple, a shield), so no mask is needed (cheaper than :meth:`clear_here`)."""
-        rows = [self.channel(n) for n in names]
-        under = self.under()
-        cells = under[rows[0]:rows[-1] + 1] if rows == list(range(rows[0], rows[-1] + 1)) else under[rows]
+        cells = self.under()[[self.channel(n) for n in names]]
         self.obs.view(-1).index_fill_(0, cells.reshape(-1), 0)
 
-    def fill(self, name: str, ids: torch.Tensor, values: torch.Tensor) -> None:
-        """Fill the whole plane ``name`` of envs ``ids`` (1-D long) with ``values`` (one per id),
-        e.g. a plane that shows a count."""
-        self.obs[ids, self.channel(name)] = values.to(torch.uint8).view(-1, 1, 1)
+    def fill(self, name: str, ids: torch.Tensor | None, values: torch.Tensor) -> None:
+        """Fill the whole plane ``name`` of envs ``ids`` (1-D long; None: every env, no index to
+        build) with ``values`` (one per env filled), e.g. a plane that shows a count."""
+        rows = slice(None) if ids is None else ids
+        self.obs[rows, self.channel(name)] = values.to(torch.uint8).view(-1, 1, 1)
 
     def put(self, name: str, cells: torch.Tensor, value: int) -> None:
         """Set the plane ``name`` to ``value`` at flat cells ``cells`` of every env: (B,) or (B, k)

@@ -368,3 +368,5 @@ def test_view_writers_touch_only_what_they_name() -> None:
     assert flat[0, 4].nonzero().squeeze(1).tolist() == [5] and flat[1, 4].nonzero().squeeze(1).tolist() == [9]
     view.put("apple", torch.tensor([[8, -1], [-1, -1]]), 0)
     assert flat[0, 2, 8] == 0 and flat[0, 2].sum() == 24 and flat[1, 2].sum() == 25
+    view.fill("shield", None, torch.tensor([0, 2]))  # every env
+    assert flat[0, 3].max() == 0 and (flat[1, 3] == 2).all() and flat[0, 2].sum() == 24

@@ -60,7 +60,7 @@ def cmd_show(argv: list[str]) -> None:
     from capgap.envs.env import unseen_of
 
     def draw() -> None:
-        unseen = unseen_of(core, 0)
+        unseen = unseen_of(core)[0]
         print(render.text(core.obs[0].numpy(), core.task.channels, unseen))
         if line := render.legend(unseen):
             print(line)
