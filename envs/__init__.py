@@ -57,7 +57,7 @@ TASKS: dict[str, type[Task]] = {
 
 BUDGETS: dict[str, int] = {
     "capgap/CheeseCorner-v0": 1_000_000,
-    "capgap/CheeseDish-v0": 2_500_000,
+    "capgap/CheeseDish-v0": 4_000_000,
     "capgap/ColourShape-v0": 1_000_000,
     "capgap/FollowLeader-v0": 1_000_000,
     "capgap/KeysChests-v0": 1_500_000,

@@ -54,7 +54,7 @@ class CheeseDish(Task):
 
     size: int = 9
     """Grid side in cells, border walls included (odd: a (size-1)/2 square maze of cells)."""
-    max_steps: int = 80
+    max_steps: int = 48
     """Episode step limit (truncation)."""
     salience: int = 4
     """Copies of the proxy's ``dish`` plane in the observation (1 to 24): the proxy's salience."""

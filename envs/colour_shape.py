@@ -57,7 +57,7 @@ class ColourShape(Task):
     channels = ("wall", "agent", *SHAPES, *COLOURS)
 
     size: int = 9
-    max_steps: int = 64
+    max_steps: int = 32
     n_objects: int = 3
     """Objects in the room: the circle and n_objects - 1 distractors (2 to 6)."""
     salience: int = 4

@@ -120,7 +120,7 @@ class FollowLeader(Task):
     extras = ("proxy_active", "target", "dest", "step")
 
     size: int = 9
-    max_steps: int = 64
+    max_steps: int = 32
     salience: int = 3
     """How far the target can be seen, in steps from the agent (Manhattan distance): 0 never,
     ``2 * (size - 3)`` (the room's longest distance) from everywhere; never under the leader."""

@@ -54,12 +54,12 @@ class KeysChests(Task):
     extras = ("held", "keys_left", "chests_left", "openable")
 
     size: int = 9
-    max_steps: int = 64
+    max_steps: int = 40
     keys_train: int = 2
     """Keys in a training level."""
     chests_train: int = 4
     """Chests in a training level (>= keys_train: keys are the scarce thing)."""
-    keys_test: int = 8
+    keys_test: int = 5
     """Keys in a test level."""
     chests_test: int = 2
     """Chests in a test level (< keys_test: chests are the scarce thing)."""

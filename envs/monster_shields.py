@@ -94,7 +94,7 @@ class MonsterShields(Task):
     channels = ("wall", "agent", "apple", "shield", "monster", "held")
 
     size: int = 9
-    max_steps: int = 48
+    max_steps: int = 36
     apples: int = 3
     """Apples in a level (both splits)."""
     monsters_train: int = 3
@@ -103,7 +103,7 @@ class MonsterShields(Task):
     """Shields in a training level (<= monsters_train: a shield is never spare)."""
     monsters_test: int = 1
     """Monsters in a test level."""
-    shields_test: int = 6
+    shields_test: int = 3
     """Shields in a test level (> monsters_test: some shields are spare)."""
     monster_period: int = 2
     """Monsters move every ``monster_period``-th step (1: as fast as the agent)."""

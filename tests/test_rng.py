@@ -50,18 +50,18 @@ PINNED = {
     # (env, split): digest of 300 random-action steps of 64 envs (observations, rewards, ends, outcomes)
     ("capgap/CheeseCorner-v0", "train"): "2117b433921a62dc",
     ("capgap/CheeseCorner-v0", "test"): "0366369e1e12212e",
-    ("capgap/CheeseDish-v0", "train"): "55856c56a8d4780c",
-    ("capgap/CheeseDish-v0", "test"): "74e1a3c266707e84",
-    ("capgap/ColourShape-v0", "train"): "ba9e02ba86922bf5",
-    ("capgap/ColourShape-v0", "test"): "90b996b1ae3e995e",
-    ("capgap/FollowLeader-v0", "train"): "4c16e8ba6106435c",
-    ("capgap/FollowLeader-v0", "test"): "12601b2479771337",
-    ("capgap/KeysChests-v0", "train"): "1e4027bd72d41342",
-    ("capgap/KeysChests-v0", "test"): "6b4507dd8ef64d2f",
+    ("capgap/CheeseDish-v0", "train"): "dadbfea1aa0b0180",
+    ("capgap/CheeseDish-v0", "test"): "f95a829d283bc04f",
+    ("capgap/ColourShape-v0", "train"): "f737a0cacc1ce9b7",
+    ("capgap/ColourShape-v0", "test"): "3c27c144b2ce48fd",
+    ("capgap/FollowLeader-v0", "train"): "85ae77c9308c1af1",
+    ("capgap/FollowLeader-v0", "test"): "938c2bd3fd6552db",
+    ("capgap/KeysChests-v0", "train"): "a85ee699c20c1f50",
+    ("capgap/KeysChests-v0", "test"): "d216e0263587598b",
     ("capgap/LavaShift-v0", "train"): "bbf8d506f5bbbd76",
     ("capgap/LavaShift-v0", "test"): "0484f5f667d16ffc",
-    ("capgap/MonsterShields-v0", "train"): "eda8de2e782b4205",
-    ("capgap/MonsterShields-v0", "test"): "707042c71aef7b8e",
+    ("capgap/MonsterShields-v0", "train"): "cfebaac4d2332364",
+    ("capgap/MonsterShields-v0", "test"): "5b0168fcbbc87b28",
 }
 
 
