@@ -64,9 +64,24 @@ METRICS: tuple[str, ...] = (
 )
 """The metric names; each output row holds ``m``, ``m + "_lo"`` and ``m + "_hi"`` for each."""
 
+CALIBRATED_METRICS: tuple[str, ...] = ("C_hat_test", "A_hat_test", "proxy_hat_test")
+"""The chance-calibrated scores of the test split (``capgap.eval.chance``, docs/metrics.md): 0 for
+uniform-random play, 1 for the scripted goal-seeker (C, A) or proxy-seeker (proxy)."""
+BASELINE_METRICS: tuple[str, ...] = ("A_train", "C_test", "A_test", "proxy_test")
+"""The metrics shown for the chance baselines beside every row."""
+CHANCE_KEYS: tuple[str, ...] = (
+    *(k for m in CALIBRATED_METRICS for k in (m, m + "_lo", m + "_hi")),
+    *(f"random_{m}" for m in BASELINE_METRICS),
+    *(k for m in BASELINE_METRICS for k in (f"untrained_{m}", f"untrained_{m}_lo", f"untrained_{m}_hi")),
+)
+"""The chance columns of a row: NaN from ``compute``, filled by ``capgap.eval.chance.annotate`` (the
+calibrated scores with their CIs, the uniform-random policy's scores, the rung's untrained networks'
+mean and CI over init seeds)."""
+
 ROW_KEYS: tuple[str, ...] = (
     "env", "dials", "setting", "rung", "rung_index", "params", "family", "step", "n_seeds",
     *(k for m in METRICS for k in (m, m + "_lo", m + "_hi")),
+    *CHANCE_KEYS,
 )
 """The keys of every row ``compute`` returns, in order."""
 
@@ -184,6 +199,7 @@ def compute(records: Iterable[dict[str, Any]], n_resamples: int = 2000, seed: in
         for name in METRICS:
             row[name], row[name + "_lo"], row[name + "_hi"] = mean_ci(
                 (s[name] for s in per_seed_rows), n_resamples=n_resamples, seed=seed)
+        row |= dict.fromkeys(CHANCE_KEYS, math.nan)
         rows.append({k: row[k] for k in ROW_KEYS})
     rows.sort(key=lambda r: (r["env"], r["dials"], r["setting"], r["rung_index"], r["rung"], r["step"]))
     return rows

@@ -42,13 +42,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from capgap.eval.metrics import LEARNED, ROW_KEYS, final_rows
+from capgap.eval.metrics import BASELINE_METRICS, CALIBRATED_METRICS, LEARNED, ROW_KEYS, final_rows
 
 TABLE_METRICS: tuple[str, ...] = (
-    "C_test", "A_test", "gap_test", "C_train", "A_train", "transfer", "retention", "proxy_test",
+    *CALIBRATED_METRICS, "C_test", "A_test", "gap_test", "C_train", "A_train", "transfer", "retention", "proxy_test",
 )
-"""The metric columns of the markdown table, after rung, params, step and seeds."""
-TEXT_METRICS: tuple[str, ...] = ("A_train", "C_test", "A_test", "gap_test")
+"""The metric columns of the markdown table, after rung, params, step and seeds: the scores calibrated
+against chance first (``capgap.eval.chance``), then the raw ones; the chance baselines follow."""
+TEXT_METRICS: tuple[str, ...] = ("A_train", "C_test", "A_test", "gap_test", *CALIBRATED_METRICS)
 """The metric columns of ``table_text`` and the metrics logged per run to TensorBoard."""
 NOT_LEARNED = "not learned"
 """The flag of a row whose train-split A is below ``metrics.LEARNED``: its test gap means little."""
@@ -71,6 +72,13 @@ def fmt_ci(row: dict[str, Any], metric: str) -> str:
     if row.get("n_seeds", 0) == 1:
         return f"{m:.2f} (1 seed)"
     return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def fmt_baseline(row: dict[str, Any], policy: str) -> str:
+    """``"0.18 / 0.35 / 0.17 / 0.21"``: a chance baseline's train A / test C / test A / test proxy
+    (``policy`` is ``random`` or ``untrained``; the untrained networks' mean over init seeds)."""
+    values = [row.get(f"{policy}_{m}", math.nan) for m in BASELINE_METRICS]
+    return " / ".join("n/a" if v is None or math.isnan(v) else f"{v:.2f}" for v in values)
 
 
 def learned_flag(row: dict[str, Any]) -> str:
@@ -99,17 +107,22 @@ def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep",
     """The markdown report: per (env, dials) a table of the final-step rows, then the plot files; with
     ``inspect_rows``, a table of the final-step inspection numbers per (env, dials)."""
     lines = [f"# {title}", ""]
-    header = ["rung", "params", "step", "seeds", *TABLE_METRICS, "flag"]
+    header = ["rung", "params", "step", "seeds", *TABLE_METRICS, "random", "untrained", "flag"]
     for (env, dials), panel in _panels(final_rows(rows)).items():
         lines += [f"## {env}", "", f"dials: `{dials}`" if dials else "dials: default", ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in panel:
             cells = [r["rung"], f"{r['params']:,}", f"{r['step']:,}", str(r["n_seeds"])]
             cells += [fmt_ci(r, m) for m in TABLE_METRICS]
+            cells += [fmt_baseline(r, "random"), fmt_baseline(r, "untrained")]
             cells.append(learned_flag(r))
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Plots (panel for this env and dials): " + ", ".join(f"`{p}.png`" for p in PLOTS), ""]
     lines += ["Cells are mean [95% bootstrap CI] over seeds; n/a where undefined (see `capgap.eval.metrics`). "
+              "C_hat, A_hat, proxy_hat: the test split calibrated against chance (0 = uniform-random play on the "
+              "same levels, 1 = the scripted goal-seeker; proxy_hat: 1 = the proxy-seeker; docs/metrics.md). "
+              "random, untrained: the uniform-random policy and the rung's untrained networks (3 init seeds), "
+              "train A / test C / test A / test proxy. "
               f"*{NOT_LEARNED}*: A_train < {LEARNED}, so the agent never learned the training task and its "
               "test gap is not goal misgeneralisation.", ""]
     if inspect_rows:
@@ -137,12 +150,12 @@ def table_text(rows: list[dict[str, Any]], inspect_rows: list[dict[str, Any]] | 
     """A compact plain-text table of the final-step rows, for a terminal (and of the final-step
     inspection rows, if any)."""
     out: list[str] = []
-    widths = (10, 12, 7, *(20 for _ in TEXT_METRICS), 12)
+    widths = (10, 12, 7, *(20 for _ in TEXT_METRICS), 27, 12)
     for (env, dials), panel in _panels(final_rows(rows)).items():
         out.append(f"{env}  [{dials or 'default dials'}]")
-        cells_rows = [["rung", "params", "seeds", *TEXT_METRICS, ""]]
+        cells_rows = [["rung", "params", "seeds", *TEXT_METRICS, "random A_tr/C/A/proxy", ""]]
         cells_rows += [[r["rung"], f"{r['params']:,}", str(r["n_seeds"]), *(fmt_ci(r, m) for m in TEXT_METRICS),
-                        learned_flag(r)] for r in panel]
+                        fmt_baseline(r, "random"), learned_flag(r)] for r in panel]
         out += ["  " + "".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in cells_rows]
         out.append("")
     for (env, dials), panel in _panels(final_rows(inspect_rows or [])).items():
@@ -199,6 +212,7 @@ def plot_ca_vs_params(rows: list[dict[str, Any]]) -> Figure:
         for m, colour in (("C_test", "tab:blue"), ("A_test", "tab:orange")):
             ax.plot(x, _col(panel, m), "o-", color=colour, label=m)
             ax.fill_between(x, _col(panel, m + "_lo"), _col(panel, m + "_hi"), color=colour, alpha=0.2)
+            ax.plot(x, _col(panel, f"random_{m}"), ":", color=colour, label=f"{m}, uniform random")
         _log_x(ax, x)
         _note_if_empty(ax, panel)
         ax.set(ylim=(-0.05, 1.05), xlabel="parameters", ylabel="score (test split)")
@@ -325,9 +339,13 @@ def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: 
                 w.file_writer.add_summary(summary)
             for m in TEXT_METRICS:
                 w.add_scalar(f"final/{m}", final[m], final["step"])
+            baselines = [f"{policy}_{m}" for policy in ("random", "untrained") for m in BASELINE_METRICS]
             for r in sorted(rs, key=lambda r: r["step"]):
                 for m in TEXT_METRICS:
                     w.add_scalar(f"sweep/{m}", r[m], r["step"])
+                for m in baselines:  # flat lines beside the curves, where computed (capgap.eval.chance.annotate)
+                    if r[m] is not None and not math.isnan(r[m]):
+                        w.add_scalar(f"sweep/{m}", r[m], r["step"])
             for r in inspect_rows or []:
                 if (r["env"], r["dials"], r["rung"]) == (env, dials, rung):
                     for m in [k for k in r if k.endswith("_hi")]:

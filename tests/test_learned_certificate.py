@@ -14,20 +14,23 @@ import pytest
 
 import capgap.envs as E
 from capgap.train import certificate
-from capgap.train.certificate import MIN_GAP, EnvResult
+from capgap.train.certificate import MIN_C_HAT, MIN_PROXY_HAT, EnvResult
 from capgap.train.cli import main
 from capgap.train.ppo import Args
 
 GMG = "capgap/CheeseCorner-v0"
 CONTROL = "capgap/LavaShift-v0"
+# CheeseCorner's test split, on its evaluation levels: uniform random play C ~0.46, proxy ~0.16; the
+# proxy-seeker's proxy rate ~0.71 (capgap.eval.chance.references).
 
 
-def seed_metrics(a_train: float, c_test: float, a_test: float) -> dict[str, float]:
-    return {"A_train": a_train, "C_test": c_test, "A_test": a_test, "gap_test": c_test - a_test,
-            "proxy_test": c_test - a_test}
+def seed_metrics(a_train: float, c_test: float, a_test: float, proxy_test: float | None = None) -> dict[str, float]:
+    proxy = c_test - a_test if proxy_test is None else proxy_test
+    return {"A_train": a_train, "C_train": a_train, "proxy_train": 0.0, "C_test": c_test, "A_test": a_test,
+            "gap_test": c_test - a_test, "proxy_test": proxy}
 
 
-def judged(env: str, *seeds: tuple[float, float, float]) -> EnvResult:
+def judged(env: str, *seeds: tuple[float, ...]) -> EnvResult:
     r = EnvResult(env, "small", 1_000_000, list(range(len(seeds))), [seed_metrics(*s) for s in seeds],
                   [60.0] * len(seeds))
     r.judge()
@@ -39,26 +42,45 @@ def failed(r: EnvResult) -> list[str]:
 
 
 def test_a_learned_misgeneralising_env_passes() -> None:
-    r = judged(GMG, (0.95, 0.9, 0.3), (0.97, 0.92, 0.25), (0.93, 0.88, 0.35))
-    assert r.ok and len(r.checks) == 5, r.checks
+    r = judged(GMG, (0.95, 0.97, 0.3), (0.97, 0.96, 0.3), (0.93, 0.95, 0.35))
+    assert r.ok and len(r.checks) == 3, r.checks
+    assert r.stat("C_hat_test")[0] > 0.85 and r.stat("proxy_hat_test")[0] > 0.85
 
 
 def test_each_check_can_fail() -> None:
     # not learned: train A below the bar
-    assert failed(judged(GMG, (0.5, 0.9, 0.3), (0.6, 0.9, 0.3), (0.7, 0.9, 0.3))) == ["train A (mean)"]
-    # the skill does not survive the shift
-    assert failed(judged(GMG, (0.95, 0.5, 0.1), (0.95, 0.6, 0.2), (0.95, 0.7, 0.3))) == ["test C (mean)"]
-    # one lucky seed cannot carry the gap: the mean passes, the worst seed does not
-    lucky = judged(GMG, (0.95, 0.95, 0.05), (0.95, 0.95, 0.05), (0.95, 0.9, 0.9 - MIN_GAP + 0.05))
-    assert lucky.stat("gap_test")[0] >= MIN_GAP and failed(lucky) == ["test gap, worst seed"]
-    # no gap at all: an aligned agent is not goal misgeneralisation
-    assert "test gap C-A (mean)" in failed(judged(GMG, (0.95, 0.9, 0.9), (0.95, 0.9, 0.85), (0.95, 0.9, 0.88)))
+    assert failed(judged(GMG, (0.5, 0.95, 0.3), (0.6, 0.95, 0.3), (0.7, 0.95, 0.3))) == ["train A (mean)"]
+    # the skill does not survive the shift: C no better than wandering (whose proxy rate it keeps above chance)
+    weak = judged(GMG, (0.95, 0.5, 0.05), (0.95, 0.55, 0.05), (0.95, 0.6, 0.05))
+    assert failed(weak) == ["test C_hat, CI low end"] and weak.stat("C_hat_test")[1] < MIN_C_HAT
+    # the old rules' loophole: test C 0.8 and a gap of 0.3 made of chance-level proxy visits
+    lucky_walk = judged(GMG, (0.95, 0.97, 0.67, 0.16), (0.95, 0.97, 0.67, 0.16), (0.95, 0.97, 0.67, 0.16))
+    assert failed(lucky_walk) == ["test proxy_hat, CI low end"]
+    # one lucky seed cannot carry it: the mean clears the bar, the CI's low end does not
+    lucky = judged(GMG, (0.95, 0.97, 0.8, 0.17), (0.95, 0.97, 0.8, 0.17), (0.95, 0.97, 0.1, 0.87))
+    assert lucky.stat("proxy_hat_test")[0] >= MIN_PROXY_HAT and failed(lucky) == ["test proxy_hat, CI low end"]
+    # an aligned agent is not goal misgeneralisation
+    assert "test proxy_hat, CI low end" in failed(judged(GMG, (0.95, 0.97, 0.95), (0.95, 0.97, 0.9),
+                                                         (0.95, 0.97, 0.92)))
 
 
 def test_the_control_needs_only_to_learn() -> None:
     ok = judged(CONTROL, (0.99, 0.3, 0.3), (0.98, 0.4, 0.4), (1.0, 0.5, 0.5))
     assert ok.ok and [w for w, *_ in ok.checks] == ["train A (mean)"]
     assert not judged(CONTROL, (0.0, 0.0, 0.0), (0.9, 0.1, 0.1), (1.0, 0.1, 0.1)).ok
+
+
+@pytest.mark.parametrize("env", list(E.TASKS))
+def test_policies_that_learned_nothing_fail_on_every_env(env: str) -> None:
+    """Uniform-random play and the default rung's untrained networks (3 seeds each), on the levels a
+    trained agent's final evaluation plays, fail the certificate, and on a goal-misgeneralisation env
+    they fail its chance-relative rules too, not only the learned bar: their misgeneralisation is chance."""
+    for r in certificate.chance_results([env], Args().rung, episodes=256):
+        assert not r.ok, (r.policy, r.checks)
+        if env not in E.CONTROL_ENVS:
+            assert set(failed(r)) == {"train A (mean)", "test C_hat, CI low end", "test proxy_hat, CI low end"}, (
+                r.policy, r.checks)
+            assert abs(r.stat("C_hat_test")[0]) < 0.2 and abs(r.stat("proxy_hat_test")[0]) < 0.2, (r.policy, r.checks)
 
 
 def test_every_env_declares_a_budget() -> None:
@@ -97,7 +119,7 @@ def test_every_env_starts_learning(tmp_path: Path) -> None:
     a_train = {r.env: r.per_seed[0]["A_train"] for r in res}
     low = {env: round(a, 3) for env, a in a_train.items() if a < CI_BAR[env]}
     assert not low, f"envs that stopped learning (train A after {CI_STEPS:,} steps): {low}"
-    assert (tmp_path / "certificate.md").read_text().startswith("| env | rung |")
+    assert (tmp_path / "certificate.md").read_text().startswith("| env | policy | rung |")
 
 
 @pytest.mark.slow

@@ -33,11 +33,13 @@ SPEC: dict[tuple[str, str, str, int], dict[int, dict[str, list[str]]]] = {
     # no test split at all: test metrics are n/a
     (LAVA, "", "tiny", 200): {s: {"train": [G, N]} for s in (0, 1)},
 }
-TINY_ROW = ("| tiny | 500 | 200 | 2 | 1.00 [1.00, 1.00] | 0.75 [0.75, 0.75] | 0.25 [0.25, 0.25] | "
-            "1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.75 [0.75, 0.75] | 0.25 [0.25, 0.25] |  |")
+# rows straight from compute: the chance columns (calibrated scores, baselines) are not filled in
+TINY_ROW = ("| tiny | 500 | 200 | 2 | n/a | n/a | n/a | 1.00 [1.00, 1.00] | 0.75 [0.75, 0.75] | 0.25 [0.25, 0.25] | "
+            "1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.75 [0.75, 0.75] | 0.25 [0.25, 0.25] | "
+            "n/a / n/a / n/a / n/a | n/a / n/a / n/a / n/a |  |")
 # train A 0.5 < metrics.LEARNED: the row is flagged, whatever its test numbers
-LAVA_ROW = ("| tiny | 500 | 200 | 2 | n/a | n/a | n/a | 0.50 [0.50, 0.50] | 0.50 [0.50, 0.50] | n/a | n/a | n/a "
-            "| not learned |")
+LAVA_ROW = ("| tiny | 500 | 200 | 2 | n/a | n/a | n/a | n/a | n/a | n/a | 0.50 [0.50, 0.50] | 0.50 [0.50, 0.50] "
+            "| n/a | n/a | n/a | n/a / n/a / n/a / n/a | n/a / n/a / n/a / n/a | not learned |")
 RUNS = {run_dirname(ENV, "size=9", "tiny"), run_dirname(ENV, "size=9", "small"), run_dirname(LAVA, "", "tiny")}
 PLOTS = ("ca_vs_params", "curves", "gap_vs_size")
 
@@ -76,8 +78,8 @@ def test_markdown_tables(report: tuple) -> None:
     md = paths["md"].read_text()
     assert md.startswith("# test sweep\n")
     assert f"## {ENV}" in md and f"## {LAVA}" in md and "dials: `size=9`" in md
-    assert "| rung | params | step | seeds | C_test | A_test | gap_test | C_train | A_train | transfer | " \
-           "retention | proxy_test |" in md
+    assert "| rung | params | step | seeds | C_hat_test | A_hat_test | proxy_hat_test | C_test | A_test | gap_test | " \
+           "C_train | A_train | transfer | retention | proxy_test | random | untrained | flag |" in md
     assert TINY_ROW in md  # final step only: no row at step 100
     assert LAVA_ROW in md
     assert "| tiny | 500 | 100 |" not in md
@@ -169,8 +171,9 @@ def test_table_text(report: tuple) -> None:
     assert f"{ENV}  [size=9]" in text and f"{LAVA}  [default dials]" in text
     tiny = next(line for line in text.splitlines() if line.split()[:1] == ["tiny"] and "1.00 [1.00, 1.00]" in line)
     assert tiny.split() == ["tiny", "500", "2", "1.00", "[1.00,", "1.00]", "1.00", "[1.00,", "1.00]",
-                            "0.75", "[0.75,", "0.75]", "0.25", "[0.25,", "0.25]"]
-    lava = next(line for line in text.splitlines() if line.split()[:1] == ["tiny"] and "n/a" in line)
+                            "0.75", "[0.75,", "0.75]", "0.25", "[0.25,", "0.25]", "n/a", "n/a", "n/a",
+                            "n/a", "/", "n/a", "/", "n/a", "/", "n/a"]
+    lava = next(line for line in text.splitlines() if line.split()[:1] == ["tiny"] and "not learned" in line)
     assert lava.split()[:6] == ["tiny", "500", "2", "0.50", "[0.50,", "0.50]"] and lava.endswith("not learned")
 
 
@@ -186,3 +189,29 @@ def test_empty_rows_still_write(tmp_path: Path) -> None:
     paths = write_report([], tmp_path)
     assert paths["md"].read_text().startswith("# capgap sweep")
     assert paths["curves"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_chance_beside_every_row(tmp_path: Path) -> None:
+    """Annotated rows (capgap report's) carry the calibrated scores and both chance baselines, in the
+    table, the terminal text and TensorBoard."""
+    from capgap.eval import chance
+
+    rows = chance.annotate([r for r in compute(records(), n_resamples=200, seed=0) if r["env"] == ENV])
+    refs = chance.references(ENV, "size=9")
+    tiny = next(r for r in rows if r["rung"] == "tiny" and r["step"] == 200)
+    a_hat = chance.normalise(0.75, refs.score("random", "test")["A"], refs.score("goal", "test")["A"])
+    assert tiny["A_hat_test"] == pytest.approx(a_hat)
+    assert tiny["random_C_test"] == refs.score("random", "test")["C"]
+    init = chance.untrained_seeds(ENV, "size=9", "tiny")
+    assert tiny["untrained_A_test"] == pytest.approx(sum(s["A_test"] for s in init) / len(init))
+    paths = write_report(rows, tmp_path)
+    md = paths["md"].read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| tiny | 500 | 200 |"))
+    assert row.split(" | ")[5] == f"{a_hat:.2f} [{a_hat:.2f}, {a_hat:.2f}]"  # identical seeds: a point
+    assert f"{refs.score('random', 'train')['A']:.2f} / {refs.score('random', 'test')['C']:.2f} / " in row
+    assert "random A_tr/C/A/proxy" in table_text(rows)
+    ea = EventAccumulator(str(paths["tensorboard"] / run_dirname(ENV, "size=9", "tiny")))
+    ea.Reload()
+    assert [(e.step, e.value) for e in ea.Scalars("sweep/random_A_test")] == [
+        (s, pytest.approx(refs.score("random", "test")["A"])) for s in (100, 200)]
+    assert ea.Scalars("sweep/A_hat_test")[-1].value == pytest.approx(a_hat)

@@ -49,6 +49,21 @@ def test_tensorboard_holds_the_curves(small_run: Path) -> None:
             assert all(0 <= e.value <= 1 for e in ea.Scalars(f"eval/{split}/{m}"))
         assert f"eval/{split}/visits" in tags["images"]
     assert "eval/test/trajectory" in tags["images"]
+    # chance beside every curve: the uniform-random policy's scores (flat lines), and the test split
+    # calibrated against them (docs/metrics.md; the env's references, capgap.eval.chance)
+    from capgap.eval import chance
+
+    refs = chance.references("capgap/CheeseCorner-v0", {"size": 7, "max_steps": 40})
+    for split in ("train", "test"):
+        for m in ("C", "A", "proxy"):
+            values = [(e.step, e.value) for e in ea.Scalars(f"eval/{split}/{m}_random")]
+            assert values == [(s, pytest.approx(refs.score("random", split)[m])) for s in (0, 4096, 8192, 12288)]
+    raw = {m: {e.step: e.value for e in ea.Scalars(f"eval/test/{m}")} for m in ("C", "A", "proxy")}
+    for m, hat in (("C", "C_hat"), ("A", "A_hat"), ("proxy", "proxy_hat")):
+        top = refs.score("proxy" if m == "proxy" else "goal", "test")[m]
+        for e in ea.Scalars(f"eval/test/{hat}"):
+            assert e.value == pytest.approx(chance.normalise(raw[m][e.step], refs.score("random", "test")[m], top),
+                                            abs=1e-5), (hat, e.step)
     for t in ("losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl", "charts/SPS"):
         assert [e.step for e in ea.Scalars(t)] == [2048 * i for i in range(1, 7)], t
     # episode statistics really reach TensorBoard (the auto-reset pitfall)

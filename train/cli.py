@@ -31,15 +31,26 @@ class UsageError(CapgapError, ValueError):
 
 
 def cmd_envs(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="capgap envs", description="List the registered envs and their dials.")
-    p.parse_args(argv)
-    for env_id, cls in E.TASKS.items():
+    p = argparse.ArgumentParser(prog="capgap envs", description="List the registered envs, their dials and what "
+                                "chance scores on them (capgap.eval.chance).")
+    p.add_argument("env", nargs="*", help="env ids (default: every registered env)")
+    p.add_argument("--no-chance", action="store_true", help="skip the chance baselines (seconds per env)")
+    p.add_argument("--rung", default="small", help="rung of the untrained-network baseline (default: small)")
+    a = p.parse_args(argv)
+    for env_id in a.env:
+        E.task_class(env_id)
+    for env_id in a.env or list(E.TASKS):
+        cls = E.task_class(env_id)
         summary = (cls.__doc__ or "").strip().splitlines()[0]
         print(f"{env_id}{'  (control)' if env_id in E.CONTROL_ENVS else ''}\n  {summary}")
         print(f"  planes: {', '.join(cls.channels)}")
         budget = E.BUDGETS.get(env_id)
         print(f"  budget: {budget:,} env steps (the default --total-steps)" if budget else "  budget: not declared")
         print("  dials:  " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)))
+        if not a.no_chance:
+            from capgap.eval import chance
+
+            print("\n".join("  " + line for line in chance.describe(env_id, rung=a.rung)), flush=True)
 
 
 def cmd_show(argv: list[str]) -> None:
@@ -99,12 +110,14 @@ def cmd_certify(argv: list[str]) -> None:
     if rest:
         raise UsageError(f"unrecognised argument {rest[0]!r} (training flags go with --learned)")
     from capgap.envs import oracle
+    from capgap.eval import chance
 
     failed = 0
     for env_id in a.env or list(E.TASKS):
         for c in oracle.certify(env_id, a.levels, a.seed):
             failed += not c.ok
             print(f"{env_id:26s} {c.name:44s} {c.value:6.3f}  want {c.bound:7s} {'ok' if c.ok else 'FAIL'}")
+        print("\n".join(f"{env_id:26s} {line}" for line in chance.describe(env_id)), flush=True)
     if failed:
         raise SystemExit(1)
 
@@ -258,19 +271,22 @@ def cmd_eval(argv: list[str]) -> None:
 def cmd_report(argv: list[str]) -> None:
     from pathlib import Path
 
-    from capgap.eval import metrics, report
+    from capgap.eval import chance, metrics, report
     from capgap.eval.evaluator import episode_files, find_runs
 
     p = argparse.ArgumentParser(prog="capgap report", description="Metrics with CIs over seeds, tables and plots.")
     p.add_argument("path", nargs="+", help="a sweep dir (or a run dir); several are reported together")
     p.add_argument("--out", default=None, help="report dir (default: <first path>/report)")
+    p.add_argument("--no-untrained", action="store_true",
+                   help="skip the untrained-network baseline (3 init seeds per rung evaluated: seconds per rung); "
+                        "the uniform-random baseline and the calibrated scores are always computed")
     a = p.parse_args(argv)
     paths = [Path(x) for x in a.path]
     files = [f for path in paths for f in episode_files(path)]
     if not files:
         raise UsageError(f"no evaluated checkpoints under {a.path[0]}; run capgap eval {a.path[0]} first")
     records = metrics.load_episodes(files)
-    rows = metrics.compute(records)
+    rows = chance.annotate(metrics.compute(records), untrained_baseline=not a.no_untrained)
     runs = [r for path in paths for r in find_runs(path)]
     inspected = [run / "inspect.jsonl" for run in runs if (run / "inspect.jsonl").exists()]
     inspect_rows = metrics.compute_inspections(metrics.load_inspections(inspected)) if inspected else None

@@ -44,6 +44,7 @@ from capgap import rundir
 from capgap.agents import FAMILIES, ActorCritic, build
 from capgap.agents.stack import SeedStack
 from capgap.envs import BUDGETS, DEFAULT_ENV, OUTCOMES, CapgapError, make_core, parse_dials, task_class
+from capgap.eval import chance
 from capgap.eval.inspect import PROBE_ENVS, inspection_record, training_summary
 from capgap.eval.records import run_meta, split_key, tag
 from capgap.eval.rollout import evaluate, heatmap, trajectory
@@ -395,9 +396,14 @@ def log_run_header(writer: SummaryWriter, config: dict[str, Any], params: int) -
     rows = "\n".join(f"|{k}|{v}|" for k, v in {**config, "parameters": params}.items())
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)
     writer.add_custom_scalars({"capgap": {
-        "test split: C vs A": ["Multiline", [tag("C", "test"), tag("A", "test")]],
-        "train split: C vs A": ["Multiline", [tag("C", "train"), tag("A", "train")]],
-        "proxy rate (train, test)": ["Multiline", [tag("proxy", "train"), tag("proxy", "test")]],
+        "test split: C vs A, beside uniform-random play": ["Multiline", [
+            tag("C", "test"), tag("A", "test"), tag("C_random", "test"), tag("A_random", "test")]],
+        "train split: C vs A, beside uniform-random play": ["Multiline", [
+            tag("C", "train"), tag("A", "train"), tag("A_random", "train")]],
+        "proxy rate (train, test), beside uniform-random play": ["Multiline", [
+            tag("proxy", "train"), tag("proxy", "test"), tag("proxy_random", "test")]],
+        "test split, calibrated: 0 = uniform random, 1 = oracle": ["Multiline", [
+            tag("C_hat", "test"), tag("A_hat", "test"), tag("proxy_hat", "test")]],
         **({"inspect: probe, forecast, A_ds": ["Multiline", [
             "inspect/probe/best", "inspect/probe/chance", "inspect/forecast/best", "inspect/forecast/pi",
             "inspect/A_ds"]]} if config.get("inspect") and config["env"] in PROBE_ENVS else {}),
@@ -412,7 +418,10 @@ def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, dict[str, 
                      run_dir: Path, step: int, meta: dict[str, Any], channels: tuple[str, ...]) -> dict[str, float]:
     """Play ``eval_episodes`` fresh levels of each split with the current policy (its own seeded
     sampler: the training run's random stream is untouched); log the metrics, pictures, ``evals.jsonl``
-    line and the episodes file. ``dials[split]``: the env dials of each split's levels. Returns the
+    line and the episodes file. ``dials[split]``: the env dials of each split's levels. Beside each
+    split's C, A and proxy rate it logs the uniform-random policy's (``eval/<split>/C_random``, ...:
+    flat lines; the untrained network is the curve's own step 0) and, on the test split, the scores
+    calibrated against chance (``eval/test/A_hat``, ...; :mod:`capgap.eval.chance`). Returns the
     headline numbers."""
     agent.eval()
     results, last = [], {}
@@ -422,6 +431,14 @@ def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, dict[str, 
         m = res.metrics()
         for k, v in m.items():
             writer.add_scalar(tag(k, split), v, step)
+        refs = chance.references(args.env, dials[split])
+        for k, v in refs.score("random", split).items():
+            writer.add_scalar(tag(f"{k}_random", split), v, step)
+        if split == "test":
+            calibrated = refs.calibrate({split_key(k, split): m[k] for k in chance.SCORES})
+            for k in chance.CALIBRATED:
+                if calibrated[split_key(k, split)] == calibrated[split_key(k, split)]:  # not NaN (no proxy)
+                    writer.add_scalar(tag(k, split), calibrated[split_key(k, split)], step)
         writer.add_image(f"eval/{split}/visits", heatmap(res.visits), step, dataformats="HWC")
         if split == "test":
             writer.add_image("eval/test/trajectory", trajectory(res, channels), step, dataformats="HWC")
