@@ -22,6 +22,12 @@ overlap, and every number is reproducible from (run, levels, seed).
 * **Forecast** (:func:`forecast_run`, :func:`auroc`): per layer, a logistic monitor on the first
   step's activations that predicts "this episode ends in proxy", fit on training-split episodes,
   scored by AUROC on test episodes, beside a level-only (``obs``) and a behaviour-only (``pi``) baseline.
+* **Controls** (:func:`untrained`, :func:`control_of`, :func:`forecast_evidence`, :func:`verdict`): a
+  probe or forecast figure is evidence only beside the same figure for the run's *untrained* network
+  (same rung, family and seed, initialised as the trainer initialises it), computed on the agent's
+  own episodes and labels. Any random feature map of a level keeps much of the level, so "decodable"
+  and "forecastable" alone say nothing about what training put inside the agent; the evidence is
+  the difference (trained - control), its 95% CI over runs, and whether that CI excludes 0.
 
 * **Over training** (:func:`training_summary`): cheap versions of the probe, A_ds and the forecast
   that the trainer logs at every evaluation (``inspect/*`` TensorBoard tags, ``inspect.jsonl``).
@@ -50,10 +56,11 @@ import torch
 from torch import nn
 
 from capgap import rundir
-from capgap.agents import ActorCritic, build
+from capgap.agents import LADDER, ActorCritic, build
 from capgap.envs import GOAL, PROXY, CapgapError, make_core, parse_dials
 from capgap.envs.core import FirstEpisodes
 from capgap.envs.oracle import _INF, bfs
+from capgap.eval.chance import untrained
 from capgap.eval.rollout import EVAL_SEED_BASE
 
 TARGET_ENVS = ("capgap/CheeseCorner-v0", "capgap/CheeseDish-v0")
@@ -96,6 +103,16 @@ def load_agent(run_dir: Path | str, checkpoint: Path | str | None = None) -> tup
         raise InspectError(f"{run_dir} has no checkpoint yet; train it first")
     rundir.load_checkpoint(path, agent)
     return agent.eval(), {**config, "dial_values": dials, "checkpoint": str(path)}
+
+
+def control_of(agent: ActorCritic, env_id: str, dials: dict[str, Any], seed: int) -> ActorCritic:
+    """The untrained control (:func:`capgap.eval.chance.untrained`: the network ``capgap train`` starts
+    from, built without touching the global random stream) of the rung and family of ``agent`` (the
+    rung found by its width ``m``)."""
+    rungs = [name for name, m in LADDER if m == agent.m]
+    if not rungs:
+        raise InspectError(f"no rung has width m={agent.m}; rungs: {', '.join(n for n, _ in LADDER)}")
+    return untrained(env_id, dials, rungs[0], agent.family, seed)
 
 
 def levels(n: int, offset: int = 0) -> np.ndarray:
@@ -573,8 +590,10 @@ def accuracy(probe: Probe, x: torch.Tensor, labels: np.ndarray) -> float:
 
 
 def chance(fit_labels: np.ndarray, labels: np.ndarray) -> float:
-    """The accuracy of always answering the fit set's most frequent cell (or its k most frequent
-    cells, for masks): the score to beat."""
+    """The *majority-cell baseline*: the accuracy of always answering the fit set's most frequent cell
+    (or its k most frequent cells, for masks). A floor, not chance: an untrained network of the same
+    rung decodes far more than this from its first layers on, so the score a probe must beat to
+    say anything about training is its control's (:func:`probe_run` with ``control``)."""
     if len(labels) == 0:
         return math.nan
     fit_labels = np.asarray(fit_labels)
@@ -598,7 +617,8 @@ def probe_rows(x: dict[str, dict[str, torch.Tensor]], labels: dict[str, dict[str
 
     ``x[set][layer]`` and ``labels[set][target]`` for the sets ``fit``, ``train`` (held-out
     training-split levels) and ``test``; ``test_outcome`` splits the test episodes by outcome. One row
-    per (layer, target): accuracy and chance per ``PROBE_SETS`` entry, the episode counts."""
+    per (layer, target): accuracy and the majority-cell baseline (``chance_*``, :func:`chance`) per
+    ``PROBE_SETS`` entry, the episode counts."""
     masks = {"train": ("train", None), "test": ("test", None),
              "test_proxy": ("test", test_outcome == PROXY), "test_goal": ("test", test_outcome == GOAL)}
     rows: list[dict[str, Any]] = []
@@ -621,14 +641,39 @@ def probe_rows(x: dict[str, dict[str, torch.Tensor]], labels: dict[str, dict[str
     return rows
 
 
+NETS = ("trained", "random")
+"""The ``net`` of a probe row with a control: the agent, and its random-init control (:func:`untrained`)."""
+
+
+def probe_nets(nets: dict[str, nn.Module], obs: dict[str, np.ndarray], labels: dict[str, dict[str, np.ndarray]],
+               test_outcome: np.ndarray, classes: int, layers: list[str], targets_: tuple[str, ...] = ("goal",),
+               seed: int = 0, progress: bool = False) -> list[dict[str, Any]]:
+    """:func:`probe_rows` for each network of ``nets`` (name -> network) on the *same* first
+    observations ``obs[set]``, labels, and test outcomes: the agent's. A probe reads only the first
+    step, so a control needs no play of its own; scoring it on the agent's "ends in proxy" episodes
+    makes trained and control accuracies two numbers about the same episodes. Rows carry ``net``."""
+    rows: list[dict[str, Any]] = []
+    for name, net in nets.items():
+        x = {k: first_acts(net, o, [x for x in layers if x != "obs"]) for k, o in obs.items()}
+        rows += [{"net": name, **r} for r in probe_rows(x, labels, test_outcome, classes, layers, targets_, seed,
+                                                        progress)]
+    return rows
+
+
 def probe_run(agent: ActorCritic, env_id: str, dials: dict[str, Any], fit: int = 2048, episodes: int = 512,
-              seed: int = 0, layers: list[str] | None = None, progress: bool = False) -> list[dict[str, Any]]:
+              seed: int = 0, layers: list[str] | None = None, progress: bool = False,
+              control: ActorCritic | None = None) -> list[dict[str, Any]]:
     """Goal and proxy probes on every layer (and the observation itself, layer ``obs``) of ``agent``.
 
     Fit on ``fit`` training-split levels (with ``FIT_DIALS``) at the episodes' first step; scored on
     ``episodes`` other training-split levels and on ``episodes`` test-split levels, which the agent
-    plays so that they can be split by outcome. One row per (layer, target), with accuracy and chance
-    per ``PROBE_SETS`` entry and the episode counts.
+    plays so that they can be split by outcome. One row per (layer, target), with accuracy and the
+    majority-cell baseline (``chance_*``, :func:`chance`) per ``PROBE_SETS`` entry and the episode counts.
+
+    With ``control`` (a network of the same layers, e.g. :func:`untrained`), the same probes are fit
+    and scored on the control's activations on the *same* levels, and its test episodes are split by
+    the *agent's* outcomes (:func:`probe_nets`); every row then carries ``net`` (``NETS``) and
+    :func:`probe_pairs` lines the two up.
     """
     _check_probe_env(env_id)
     fit_dials = {**dials, **FIT_DIALS}
@@ -638,9 +683,31 @@ def probe_run(agent: ActorCritic, env_id: str, dials: dict[str, Any], fit: int =
            "train": observe(env_id, "train", levels(episodes, fit), fit_dials)}
     test = play(agent, env_id, "test", levels(episodes), dials, seed)
     obs["test"] = test.first_obs
-    x = {k: first_acts(agent, o, names) for k, o in obs.items()}
     labels = {k: probe_labels(env_id, o, fit_dials if k != "test" else dials) for k, o in obs.items()}
-    return probe_rows(x, labels, test.outcome, s * s, ["obs", *names], ("goal", "proxy"), seed, progress)
+    nets = {NETS[0]: agent, **({NETS[1]: control} if control is not None else {})}
+    rows = probe_nets(nets, obs, labels, test.outcome, s * s, ["obs", *names], ("goal", "proxy"), seed, progress)
+    return rows if control is not None else [{k: v for k, v in r.items() if k != "net"} for r in rows]
+
+
+def probe_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Probe rows with a control (``net`` in ``NETS``) as one row per (target, layer): the trained
+    network's keys as they are, and per ``PROBE_SETS`` entry the control's accuracy
+    (``control_acc_<set>``) and the difference trained - control (``diff_<set>``), on the same episodes."""
+    control = {(r["target"], r["layer"]): r for r in rows if r["net"] == NETS[1]}
+    out = []
+    for r in rows:
+        if r["net"] != NETS[0]:
+            continue
+        c = control[(r["target"], r["layer"])]
+        row = {k: v for k, v in r.items() if k != "net"}
+        for name in PROBE_SETS:
+            if c[f"n_{name}"] != r[f"n_{name}"]:
+                raise InspectError(f"probe control scored on {c[f'n_{name}']} {name} episodes, the agent on "
+                                   f"{r[f'n_{name}']}: they must be the same episodes")
+            row[f"control_acc_{name}"] = c[f"acc_{name}"]
+            row[f"diff_{name}"] = r[f"acc_{name}"] - c[f"acc_{name}"]
+        out.append(row)
+    return out
 
 
 def across_runs(per_run: list[list[dict[str, Any]]], keys: tuple[str, ...],
@@ -822,11 +889,14 @@ def fit_logistic(x: torch.Tensor, y: np.ndarray, l2: float = 1e-2,
 
 def forecast_rows(x_fit: dict[str, torch.Tensor], y_fit: np.ndarray, x_test: dict[str, torch.Tensor],
                   y_test: np.ndarray, layers: list[str], val_frac: float = 0.0, seed: int = 0,
-                  progress: bool = False) -> list[dict[str, Any]]:
+                  progress: bool = False, refit: bool = False) -> list[dict[str, Any]]:
     """Per layer, a logistic monitor fit on ``x_fit[layer]`` to predict ``y_fit`` (ends in proxy),
     scored by AUROC on the test episodes. With ``val_frac`` > 0 the monitor is fit on the rest of the
     fit episodes and also scored on that held-out fraction (``auroc_val``: for choosing a layer
-    without looking at the test episodes)."""
+    without looking at the test episodes); with ``refit`` as well, the test AUROC is that of a second
+    monitor fit on *all* the fit episodes (``auroc`` is then what ``val_frac=0`` gives). The split
+    depends only on ``seed`` and the number of fit episodes: two networks scored on the same episodes
+    share it."""
     n = len(y_fit)
     perm = np.random.default_rng(seed).permutation(n)
     val = perm[: int(n * val_frac)]
@@ -841,23 +911,35 @@ def forecast_rows(x_fit: dict[str, torch.Tensor], y_fit: np.ndarray, x_test: dic
             rows.append(row)
             continue
         score = fit_logistic(x_fit[layer][torch.as_tensor(tr)], y_fit[tr])
-        row["auroc"] = auroc(score(x_test[layer]), y_test)
         if len(val):
             row["auroc_val"] = auroc(score(x_fit[layer][torch.as_tensor(val)]), y_fit[val])
+            if refit:
+                score = fit_logistic(x_fit[layer], y_fit)
+        row["auroc"] = auroc(score(x_test[layer]), y_test)
         rows.append(row)
     return rows
 
 
 def forecast_run(agent: ActorCritic, env_id: str, dials: dict[str, Any], fit: int = 2048, episodes: int = 512,
                  seed: int = 0, layers: list[str] | None = None, shuffle: bool = False,
-                 progress: bool = False, val_frac: float = 0.0) -> list[dict[str, Any]]:
+                 progress: bool = False, val_frac: float = 0.0, control: ActorCritic | None = None,
+                 refit: bool = False) -> list[dict[str, Any]]:
     """A GMG forecast from internals: per layer, a logistic monitor on the activations at an
     episode's first step, fit on ``fit`` training-split episodes (``FIT_DIALS``: goal and proxy
     apart, so both outcomes occur) to predict "this episode ends in proxy", scored by AUROC on
     ``episodes`` test episodes. Two baselines sit beside the layers: ``pi`` (the first action's
     logits) is the behaviour-only one, what the agent's first move tells; ``obs`` (the level as
     observed) is the level-only one, what the maze's layout alone tells. ``shuffle`` permutes the fit
-    labels (a monitor that has learned nothing: AUROC ~0.5). ``val_frac``: see :func:`forecast_rows`."""
+    labels (a monitor that has learned nothing: AUROC ~0.5). ``val_frac``, ``refit``: see
+    :func:`forecast_rows`.
+
+    With ``control`` (the run's untrained network, :func:`untrained`), the same monitors are fit on
+    the control's activations on the *agent's* first observations, to predict the *agent's* outcomes,
+    with the same fit/held-out split: rows then carry ``net`` (``"trained"`` or ``"random"``) and
+    :func:`forecast_evidence` turns them into the figure that is evidence (best trained layer minus
+    best control layer). Without a control a layer's AUROC says only how much of the level a feature
+    map keeps: a random convolution keeps as much as the level itself.
+    """
     fit_dials = {**dials, **FIT_DIALS}
     names = layers if layers is not None else layer_names(agent)
     tr = play(agent, env_id, "train", levels(fit), fit_dials, seed)
@@ -865,8 +947,13 @@ def forecast_run(agent: ActorCritic, env_id: str, dials: dict[str, Any], fit: in
     y_tr, y_te = tr.outcome == PROXY, te.outcome == PROXY
     if shuffle:
         y_tr = np.random.default_rng(seed).permutation(y_tr)
-    return forecast_rows(first_acts(agent, tr.first_obs, names), y_tr, first_acts(agent, te.first_obs, names), y_te,
-                         ["obs", *names], val_frac, seed, progress)
+    nets = {NETS[0]: agent, **({NETS[1]: control} if control is not None else {})}
+    rows = []
+    for name, net in nets.items():
+        rows += [{"net": name, **r} for r in forecast_rows(
+            first_acts(net, tr.first_obs, names), y_tr, first_acts(net, te.first_obs, names), y_te,
+            ["obs", *names], val_frac, seed, progress, refit)]
+    return rows if control is not None else [{k: v for k, v in r.items() if k != "net"} for r in rows]
 
 
 # ----- over training: the trainer's summary ------------------------------------------------
@@ -890,6 +977,50 @@ def best_by(rows: list[dict[str, Any]], select: str, report: str, skip: tuple[st
     return r["layer"], r[report]
 
 
+def forecast_evidence(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's forecast figures from :func:`forecast_run` rows with a control (``net`` keys, and
+    ``auroc_val``: ``val_frac`` > 0). ``best`` is the agent's internal layer (not ``obs`` or ``pi``) best
+    on the held-out fit episodes, scored on the test episodes; ``control_best`` the same for the
+    control, chosen by the same rule. Keys: ``best_layer``, ``best``, ``control_best_layer``,
+    ``control_best``, ``obs``, ``pi``, ``best_minus_control`` (the evidence: what the agent's internals
+    forecast beyond what any random feature map of the level does), ``best_minus_pi`` and
+    ``best_minus_obs`` (margins over the baselines; not evidence on their own: an untrained network
+    beats both)."""
+    trained = [r for r in rows if r.get("net", NETS[0]) == NETS[0]]
+    control = [r for r in rows if r.get("net") == NETS[1]]
+    if not control:
+        raise InspectError("forecast evidence needs the control's rows; run the forecast with a control")
+    by = {r["layer"]: r for r in trained}
+    out: dict[str, Any] = {}
+    out["best_layer"], out["best"] = best_by(trained, "auroc_val", "auroc", BASELINES)
+    out["control_best_layer"], out["control_best"] = best_by(control, "auroc_val", "auroc", BASELINES)
+    out["obs"], out["pi"] = by["obs"]["auroc"], by["pi"]["auroc"]
+    out["best_minus_control"] = out["best"] - out["control_best"]
+    out["best_minus_pi"] = out["best"] - out["pi"]
+    out["best_minus_obs"] = out["best"] - out["obs"]
+    return out
+
+
+def excludes_zero(lo: float, hi: float, runs: int) -> int:
+    """+1 if a 95% CI over ``runs`` runs lies above 0, -1 if below, 0 if it contains 0 or is no
+    interval (NaN, or one run: :func:`capgap.eval.metrics.mean_ci` then gives lo = hi = the value)."""
+    if runs < 2 or math.isnan(lo) or math.isnan(hi):
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def verdict(mean: float, lo: float, hi: float, runs: int) -> str:
+    """A difference (trained - control) and its 95% CI over runs, in words: whether the CI excludes 0."""
+    if math.isnan(mean):
+        return "n/a (no value)"
+    if runs < 2:
+        return "no CI from 1 run: not evidence yet (run more seeds)"
+    side = excludes_zero(lo, hi, runs)
+    if side == 0:
+        return "CI includes 0: no evidence of a difference from the untrained control"
+    return f"CI excludes 0: {'above' if side > 0 else 'below'} the untrained control"
+
+
 def training_summary(agent: ActorCritic, env_id: str, dials: dict[str, Any], seed: int = 0, fit: int = 512,
                      episodes: int = 256) -> dict[str, float]:
     """The cheap inspection the trainer runs at each evaluation (``Args.inspect``): flat numbers for
@@ -902,13 +1033,19 @@ def training_summary(agent: ActorCritic, env_id: str, dials: dict[str, Any], see
     * ``A_ds``: decision-square alignment on the test episodes (``TARGET_ENVS`` only);
     * ``probe/<layer>``: the goal probe's accuracy on test episodes that end in proxy, per layer;
       ``probe/head`` the same at the layer the policy head reads (:func:`head_input`);
-      ``probe/chance`` the fit set's most common goal cell on them; ``probe/best`` the layer (not
+      ``probe/chance`` the majority-cell baseline on them (a floor); ``probe/best`` the layer (not
       ``obs``) with the best accuracy on the held-out training-split levels, scored on them (near
       the ceiling wherever an early convolution keeps the goal's position);
       ``probe/n_proxy`` how many episodes that is;
     * ``forecast/<layer>``: AUROC on the test episodes of the "ends in proxy" monitor fit on 80% of
       the fit episodes, per layer (``forecast/obs`` and ``forecast/pi`` are the level-only and
       behaviour-only baselines); ``forecast/best`` the internal layer best on the other 20%;
+    * the untrained control (:func:`control_of`: the run's network before training, built with
+      ``seed``), on the same episodes and labels: ``probe/control_head`` its goal probe at the head
+      input on the agent's proxy-ending test episodes and ``probe/head_minus_control`` the agent's
+      margin over it; ``forecast/control_best`` its best internal layer (chosen by the same rule) and
+      ``forecast/best_minus_control`` the agent's margin over it (the forecast figure that is
+      evidence; ``forecast/best`` alone is not: an untrained network scores about as high);
     * ``test_proxy``: the proxy rate on the inspection's test episodes.
     """
     if env_id not in PROBE_ENVS:
@@ -944,6 +1081,18 @@ def _training_summary(agent: ActorCritic, env_id: str, dials: dict[str, Any], se
     fc = forecast_rows(x["fit"], tr.outcome == PROXY, x["test"], te.outcome == PROXY, ["obs", *names], 0.2, seed)
     out |= {f"forecast/{r['layer']}": r["auroc"] for r in fc}
     out["forecast/best"] = best_by(fc, "auroc_val", "auroc", BASELINES)[1]
+    # the untrained control on the same first observations, labels and split (its head probe only: cheap)
+    control = control_of(agent, env_id, dials, seed)
+    head = head_input(names)
+    xc = {k: first_acts(control, o, names) for k, o in
+          (("fit", tr.first_obs), ("train", held), ("test", te.first_obs))}
+    out["probe/control_head"] = probe_rows(xc, labels, te.outcome, tr.first_obs.shape[-1] ** 2, [head],
+                                           seed=seed)[0]["acc_test_proxy"]
+    out["probe/head_minus_control"] = out["probe/head"] - out["probe/control_head"]
+    fc_control = forecast_rows(xc["fit"], tr.outcome == PROXY, xc["test"], te.outcome == PROXY,
+                               [x for x in names if x not in BASELINES], 0.2, seed)
+    out["forecast/control_best"] = best_by(fc_control, "auroc_val", "auroc", BASELINES)[1]
+    out["forecast/best_minus_control"] = out["forecast/best"] - out["forecast/control_best"]
     return out
 
 
@@ -958,11 +1107,14 @@ def inspection_record(summary: dict[str, float], step: int, meta: dict[str, Any]
 def study_run(agent: ActorCritic, control: ActorCritic, env_id: str, dials: dict[str, Any], fit: int = 1024,
               episodes: int = 512, seed: int = 0, steering: dict[str, Any] | None = None,
               progress: bool = False) -> dict[str, Any]:
-    """Every tool on one run, each level set played once: A_ds, goal probes per layer for the agent
-    and for ``control`` (a randomly initialised network of the same rung, probed on the *same*
-    episodes: its first-step activations need no play of its own), the forecast per layer with the
-    behaviour-only (``pi``) and level-only (``obs``) baselines, and :func:`steering_study` (keyword
-    arguments in ``steering``; ``None`` skips it). Returns ``{"decision", "probe", "forecast", "steer"}``.
+    """Every tool on one run, each level set played once: A_ds; goal probes per layer for the agent
+    and for ``control`` (the run's untrained network, :func:`untrained`), both on the *agent's*
+    episodes (:func:`probe_nets`); the forecast per layer with the behaviour-only (``pi``) and
+    level-only (``obs``) baselines, for the agent and for the control fit to predict the *agent's*
+    outcomes from its activations on the agent's first observations, with the same split
+    (``forecast_control``; :func:`forecast_evidence` compares the two); and :func:`steering_study`
+    (keyword arguments in ``steering``; ``None`` skips it).
+    Returns ``{"decision", "test_proxy", "A", "probe", "forecast", "forecast_control", "steer"}``.
     """
     _check_probe_env(env_id)
     fit_dials = {**dials, **FIT_DIALS}
@@ -973,17 +1125,13 @@ def study_run(agent: ActorCritic, control: ActorCritic, env_id: str, dials: dict
            "test": te.first_obs}
     labels = {k: probe_labels(env_id, o, fit_dials if k != "test" else dials) for k, o in obs.items()}
     classes = tr.first_obs.shape[-1] ** 2
-    probe: list[dict[str, Any]] = []
-    x: dict[str, dict[str, torch.Tensor]] = {}
-    for net_name, net in (("trained", agent), ("random", control)):
-        x = {k: first_acts(net, o, names) for k, o in obs.items()}
-        probe += [{"net": net_name, **r} for r in probe_rows(x, labels, te.outcome, classes, ["obs", *names],
-                                                              seed=seed, progress=progress)]
-        if net_name == "trained":
-            forecast = forecast_rows(x["fit"], tr.outcome == PROXY, x["test"], te.outcome == PROXY,
-                                     ["obs", *names], 0.2, seed, progress)
+    nets = {NETS[0]: agent, NETS[1]: control}
+    probe = probe_nets(nets, obs, labels, te.outcome, classes, ["obs", *names], seed=seed, progress=progress)
+    forecast = {name: forecast_rows(first_acts(net, obs["fit"], names), tr.outcome == PROXY,
+                                    first_acts(net, obs["test"], names), te.outcome == PROXY,
+                                    ["obs", *names], 0.2, seed, progress) for name, net in nets.items()}
     return {"decision": decision_result(te).row() if env_id in TARGET_ENVS else None,
             "test_proxy": float((te.outcome == PROXY).mean()), "A": te.A,
-            "probe": probe, "forecast": forecast,
+            "probe": probe, "forecast": forecast[NETS[0]], "forecast_control": forecast[NETS[1]],
             "steer": steering_study(agent, env_id, dials, fit=fit, episodes=episodes, seed=seed, **steering)
             if steering is not None else None}

@@ -55,11 +55,14 @@ NOT_LEARNED = "not learned"
 """The flag of a row whose train-split A is below ``metrics.LEARNED``: its test gap means little."""
 PLOTS: tuple[str, ...] = ("ca_vs_params", "curves", "gap_vs_size")
 INSPECT_METRICS: tuple[str, ...] = (
-    "A_ds", "probe/head", "probe/chance", "forecast/best", "forecast/pi", "forecast/obs",
+    "A_ds", "probe/head", "probe/control_head", "probe/head_minus_control", "forecast/best", "forecast/control_best",
+    "forecast/best_minus_control", "forecast/pi", "forecast/obs",
 )
 """The inspection columns of the report's tables (``inspect/*`` in training; docs/inspect.md): A_ds,
-the goal probe on proxy-ending test episodes at the policy head's input and its chance, the
-forecast's AUROC at its best internal layer and its behaviour-only and level-only baselines."""
+the goal probe on proxy-ending test episodes at the policy head's input beside the run's untrained
+network on the same episodes and their difference (the evidence), the forecast's AUROC at its best
+internal layer beside the untrained network's best and their difference (the evidence), and its
+behaviour-only and level-only baselines."""
 DPI = 110
 
 
@@ -136,9 +139,11 @@ def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep",
                                                 *(_ci_or_na(r, m) for m in INSPECT_METRICS)]) + " |")
             lines += ["", "Curves: `inspect_curves.png`; every layer: `inspect.csv`.", ""]
         lines += ["A_ds: P(goal step | decision square); probe/head: goal-probe accuracy on test episodes that end "
-                  "in proxy, at the layer the policy head reads (probe/chance: naming the most common goal cell); "
-                  "forecast: AUROC of 'ends in proxy' from the first step, best internal layer vs the behaviour-only "
-                  "(pi) and level-only (obs) baselines. See docs/inspect.md.", ""]
+                  "in proxy, at the layer the policy head reads, beside the run's untrained network on the same "
+                  "episodes (control_head) and the difference; forecast: AUROC of 'ends in proxy' from the first step, "
+                  "best internal layer beside the untrained network's best on the same episodes and the difference, "
+                  "then the behaviour-only (pi) and level-only (obs) baselines. Only a difference from the untrained "
+                  "control whose CI excludes 0 is evidence. See docs/inspect.md.", ""]
     return "\n".join(lines)
 
 

@@ -1,12 +1,14 @@
 """capgap inspect: activations, decision squares, goal probes, steering and the forecast, each
 shown able to fail: a hand-built maze pins the decision square, scripted agents pin A_ds to 1
 and 0, probes on a network with nothing in it score chance, a zero steering vector changes
-nothing, and a monitor fit on shuffled labels scores AUROC ~0.5. One CI-sized run (7x7
-CheeseCorner, 262k steps, ~20 s on one core) is shared by the module."""
+nothing, a monitor fit on shuffled labels scores AUROC ~0.5, and an untrained network's forecast,
+beside its untrained control, is no evidence. One CI-sized run (7x7 CheeseCorner, 262k steps,
+~20 s on one core) is shared by the module."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from capgap.agents import build
+from capgap.envs import PROXY
 from capgap.eval import inspect as I
 from capgap.train.cli import main
 from capgap.train.ppo import Args, train
@@ -208,6 +211,49 @@ def test_decodable_is_not_used_a_random_network_keeps_the_goal_too() -> None:
     assert rows["trunk.1"]["acc_test"] >= 0.95
 
 
+def test_the_control_is_the_runs_network_before_training(run: Path) -> None:
+    """The control is built as the trainer builds the agent (seed, then build): for a run trained from
+    scratch, its step-0 checkpoint exactly; and building it leaves the global random stream alone."""
+    from capgap import rundir
+
+    before = torch.get_rng_state()
+    control = I.untrained(ENV, DIALS, "tiny", "conv", 0)
+    assert torch.equal(torch.get_rng_state(), before)
+    step0 = I.load_agent(run, rundir.checkpoints(run)[0])[0]
+    assert all(torch.equal(a, b) for a, b in zip(control.state_dict().values(), step0.state_dict().values(),
+                                                 strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(control.state_dict().values(),
+                                                 I.control_of(step0, ENV, DIALS, 0).state_dict().values(),
+                                                 strict=True))
+
+
+def test_the_probe_control_is_scored_on_the_agents_episodes(run: Path, trained: torch.nn.Module, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The control reads the agent's first observations and is scored on the test episodes that end
+    in proxy *when the agent plays them*, not when the control does (which ends in proxy far less
+    often): its count of proxy-ending episodes is the agent's, in probe_run and in the command."""
+    control = I.untrained(ENV, DIALS, "tiny", "conv", 0)
+    agent_proxy = int((I.play(trained, ENV, "test", I.levels(128), DIALS).outcome == PROXY).sum())
+    own_proxy = int((I.play(control, ENV, "test", I.levels(128), DIALS).outcome == PROXY).sum())
+    assert own_proxy != agent_proxy, (own_proxy, agent_proxy)  # its own episodes would be other episodes
+    rows = I.probe_run(trained, ENV, DIALS, fit=256, episodes=128, control=control)
+    assert {r["net"] for r in rows} == set(I.NETS)
+    assert all(r["n_test_proxy"] == agent_proxy for r in rows)
+    out_json = tmp_path / "probe.json"
+    assert main(["inspect", "probe", str(run), "--control", "--fit", "256", "--episodes", "128", "--no-progress",
+                 "--json", str(out_json)]) == 0
+    capsys.readouterr()
+    cli = {r["layer"]: r for r in json.loads(out_json.read_text())["runs"][0]}
+    for r in rows:
+        if r["target"] == "goal":
+            c = cli[r["layer"]]
+            assert c["n_test_proxy"] == agent_proxy
+            key = "acc_test_proxy" if r["net"] == "trained" else "control_acc_test_proxy"
+            assert c[key] == r["acc_test_proxy"], r["layer"]
+    head = cli["trunk.8"]
+    assert head["diff_test_proxy"] == head["acc_test_proxy"] - head["control_acc_test_proxy"]
+
+
 # ----- steering -----------------------------------------------------------------------------
 
 def test_a_zero_steering_vector_changes_nothing_and_a_large_one_does(trained: torch.nn.Module) -> None:
@@ -253,6 +299,34 @@ def test_the_forecast_beats_chance_and_its_null_does_not(trained: torch.nn.Modul
         assert abs(null[layer]["auroc"] - 0.5) < 0.12, null[layer]
 
 
+def test_the_forecast_of_an_untrained_network_is_not_evidence() -> None:
+    """Untrained networks in the agent's place: their best layer beats the behaviour baseline pi by
+    ~0.25 AUROC (any random feature map of the level forecasts as well as the level does), so
+    best − pi would call it evidence. Beside an untrained control of another seed, on the same
+    episodes and labels, the evidence figure best − control is ~0 and its CI includes 0."""
+    from capgap.train.inspect_cli import forecast_summary
+
+    per_run = []
+    for seed in range(4):
+        agent = I.untrained(ENV, DIALS, "nano", "conv", 100 + seed)
+        rows = I.forecast_run(agent, ENV, DIALS, fit=512, episodes=256, val_frac=0.2,
+                              control=I.untrained(ENV, DIALS, "nano", "conv", seed))
+        per_run.append([{"run": f"s{seed}", "env": ENV, "dials": "", "rung": "nano", **r} for r in rows])
+    _, (e,) = forecast_summary(per_run)
+    assert e["runs"] == 4 and e["best_minus_pi_lo"] > 0.15, e  # the old figure: large, with a CI far from 0
+    assert abs(e["best_minus_control"]) < 0.02 and e["best_minus_control_lo"] <= 0 <= e["best_minus_control_hi"], e
+    assert e["evidence"] == 0
+    assert "CI includes 0" in I.verdict(e["best_minus_control"], e["best_minus_control_lo"],
+                                        e["best_minus_control_hi"], e["runs"])
+
+
+def test_verdicts_by_hand() -> None:
+    assert I.excludes_zero(0.01, 0.05, 3) == 1 and I.excludes_zero(-0.05, -0.01, 3) == -1
+    assert I.excludes_zero(-0.01, 0.05, 3) == 0 and I.excludes_zero(0.2, 0.2, 1) == 0  # one run: no interval
+    assert I.verdict(0.2, 0.2, 0.2, 1).startswith("no CI from 1 run")
+    assert I.verdict(0.03, 0.01, 0.05, 3) == "CI excludes 0: above the untrained control"
+
+
 # ----- the command --------------------------------------------------------------------------
 
 def test_the_inspect_commands(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -265,7 +339,18 @@ def test_the_inspect_commands(run: Path, tmp_path: Path, capsys: pytest.CaptureF
     summary = json.loads(out_json.read_text())["summary"]
     assert [s["policy"] for s in summary] == ["agent", "goal-seeker", "proxy-seeker"]
     assert main(["inspect", "probe", str(run), "--fit", "256", "--episodes", "128", "--no-progress"]) == 0
-    assert "trained  goal   obs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trained − control" in out and "majority cell" in out and "goal   obs" in out
+    assert "no CI from 1 run: not evidence yet" in out  # one run: a difference, but no interval
+    fc_json = tmp_path / "forecast.json"
+    assert main(["inspect", "forecast", str(run), "--fit", "256", "--episodes", "128", "--no-progress",
+                 "--json", str(fc_json)]) == 0
+    out = capsys.readouterr().out
+    assert "AUROC: trained" in out and "evidence: best (trained) − best (control)" in out
+    (ev,) = json.loads(fc_json.read_text())["evidence"]
+    assert ev["best_minus_control"] == pytest.approx(ev["best"] - ev["control_best"]) and ev["evidence"] == 0
+    alone = {r["layer"]: r["auroc"] for r in I.forecast_run(I.load_agent(run)[0], ENV, DIALS, 256, 128)}
+    assert {r["layer"]: r["auroc"] for r in json.loads(fc_json.read_text())["summary"]} == alone  # as without it
     acts = tmp_path / "acts.pt"
     assert main(["inspect", "record", str(run), "--episodes", "8", "--layers", "trunk.1,v", "--out", str(acts)]) == 0
     data = torch.load(acts, weights_only=True)
@@ -325,6 +410,8 @@ def test_the_training_summary_is_reproducible_and_draws_no_training_randomness(t
     assert {f"probe/{x}" for x in layers} | {f"forecast/{x}" for x in ["obs", *layers]} <= set(s)
     assert s["probe/head"] == s["probe/trunk.8"] and 0 <= s["A_ds"] <= 1
     assert s["probe/trunk.1"] > s["probe/chance"] + 0.5  # an early layer holds the cheese's cell
+    assert s["probe/head_minus_control"] == pytest.approx(s["probe/head"] - s["probe/control_head"])
+    assert s["forecast/best_minus_control"] == pytest.approx(s["forecast/best"] - s["forecast/control_best"])
     assert I.training_summary(trained, "capgap/LavaShift-v0", {"size": 7}) == {}  # unsupported: nothing
 
 
@@ -344,9 +431,20 @@ def test_training_logs_inspection_beside_c_and_a(run: Path) -> None:
         tb = {e.step: e.value for e in ea.Scalars("inspect/forecast/best")}
         assert tb[ln["step"]] == pytest.approx(ln["forecast/best"])
     assert lines[-1]["A_ds"] < 0.4  # the trained agent turns to the corner, as decision_square_alignment says
+    # at step 0 the agent is its own control: every trained − control figure is exactly 0
+    first = lines[0]
+    assert first["step"] == 0 and first["probe/head_minus_control"] == first["forecast/best_minus_control"] == 0
 
 
-def test_eval_inspect_fills_in_the_same_numbers_afterwards(run: Path, tmp_path: Path,
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Give torch back one thread after a test: ``capgap eval --workers 1`` runs its job in this
+    process with every core's thread, which would slow every later test on a busy machine."""
+    yield
+    torch.set_num_threads(1)
+
+
+def test_eval_inspect_fills_in_the_same_numbers_afterwards(run: Path, tmp_path: Path, one_thread: None,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """For runs trained without --inspect: capgap eval --inspect computes, from the checkpoints, what
     the trainer would have logged (the same numbers: they depend only on the weights and the seed)."""
@@ -429,6 +527,12 @@ def test_the_study_command_over_a_sweep(sweep: Path, tmp_path: Path, capsys: pyt
     assert out_md.read_text().startswith("## capgap/CheeseCorner-v0")
     row = data["summary"][0]
     assert row["probe_head_layer"] == "trunk.8 (1/1)" and 0 <= row["forecast_best"] <= 1
+    assert row["forecast_best_minus_control"] == pytest.approx(row["forecast_best"] - row["forecast_control_best"])
+    assert {"probe_head_diff_evidence", "forecast_best_minus_control_evidence", "forecast_control/trunk.8",
+            "probe_diff/trunk.8"} <= set(row)
+    for column in ("majority-cell baseline", "trained − control", "best − control", "CI excludes 0"):
+        assert column in out, column
+    assert "| chance |" not in out
 
     assert main(["inspect", "study", str(sweep), "--where", "p_disambiguate=0", "--fit", "128", "--episodes", "64",
                  "--no-steer", "--no-progress"]) == 0

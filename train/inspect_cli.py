@@ -3,17 +3,22 @@
     capgap inspect layers RUN                       the layers that can be recorded, with their sizes
     capgap inspect record RUN --out acts.pt         activations on chosen levels of a split, saved as tensors
     capgap inspect decision PATH ... [--oracles]    decision-square alignment A_ds beside A, CIs over runs
-    capgap inspect probe PATH ...                   goal/proxy probes per layer, CIs over runs
+    capgap inspect probe PATH ...                   goal/proxy probes per layer beside the untrained control,
+                                                    CIs over runs
     capgap inspect steer PATH ... --layer L         add a goal vector during play: test A per scale, CIs over runs
-    capgap inspect forecast PATH ...                AUROC of "ends in proxy" monitors per layer, CIs over runs
+    capgap inspect forecast PATH ...                AUROC of "ends in proxy" monitors per layer beside the untrained
+                                                    control; evidence: best (trained) - best (control), CI over runs
     capgap inspect study SWEEP [--where d=v]        every tool on every finished run: one markdown table per
                                                     tool, rungs as rows
 
 PATH is a run dir or a sweep dir (every run under it); several runs of one rung are seeds, and
-every number is reported as the mean and 95% bootstrap CI over them. ``--where DIAL=V[,V...]``
-keeps the runs whose dial has one of those values (repeatable: all must hold), e.g.
-``--where p_disambiguate=0`` for the misgeneralising agents of a p_disambiguate sweep. ``--json
-FILE`` writes the rows. See ``docs/inspect.md`` for a worked example.
+every number is reported as the mean and 95% bootstrap CI over them. Probe and forecast figures
+stand beside their control, the run's untrained network (``torch.manual_seed(seed)`` then
+``build``, as ``capgap train`` initialises it) scored on the agent's own episodes and labels: a
+figure is evidence only as its difference from the control, when that difference's CI excludes 0.
+``--where DIAL=V[,V...]`` keeps the runs whose dial has one of those values (repeatable: all must
+hold), e.g. ``--where p_disambiguate=0`` for the misgeneralising agents of a p_disambiguate sweep.
+``--json FILE`` writes the rows. See ``docs/inspect.md`` for a worked example.
 """
 
 from __future__ import annotations
@@ -264,50 +269,75 @@ def cmd_decision(argv: list[str]) -> None:
     _write_json(a.json, {"runs": per_run, "summary": summary})
 
 
+def _verdict_line(what: str, s: dict[str, Any], key: str) -> str:
+    """``what: mean [CI]: <whether the CI excludes 0>`` for the summary key ``key`` of a group."""
+    from capgap.eval import inspect as I
+
+    return f"{what} {_fmt(s[key], s[f'{key}_lo'], s[f'{key}_hi'])}: " \
+           f"{I.verdict(s[key], s[f'{key}_lo'], s[f'{key}_hi'], s['runs'])}"
+
+
 def cmd_probe(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="capgap inspect probe",
                                 description="Linear probes (closed-form ridge) that decode the goal's and the proxy's "
                                             "cell from each layer at an episode's first step: fit on training-split "
-                                            "levels, scored on held-out levels of both splits.")
+                                            "levels, scored on held-out levels of both splits. Every accuracy stands "
+                                            "beside its control: the run's untrained network (same rung, family and "
+                                            "seed, initialised as capgap train does), probed on the agent's own "
+                                            "episodes (the same first observations, the same 'ends in proxy' "
+                                            "episodes), and the difference trained - control with its 95%% CI over "
+                                            "runs. The majority-cell baseline (always naming the fit set's most "
+                                            "common cell) is a floor, not chance.")
     _common(p)
     p.add_argument("--fit", type=int, default=2048, help="training-split levels to fit the probes on")
     p.add_argument("--episodes", type=int, default=512, help="held-out levels per split")
     p.add_argument("--target", default="goal", choices=("goal", "proxy", "both"))
     p.add_argument("--control", action="store_true",
-                   help="also probe a randomly initialised network of the same rung (what decoding owes to training)")
+                   help="accepted for older command lines; the untrained control is always probed")
     a = p.parse_args(argv)
     _threads(a)
     _positive("fit", a.fit)
     _positive("episodes", a.episodes)
-    from capgap.agents import build
     from capgap.eval import inspect as I
 
     per_run: list[list[dict[str, Any]]] = []
+    layers: dict[tuple[str, str, str], list[str]] = {}
     for run, agent, config in _loaded(_runs(a.path, a.where), not a.no_progress, "probe"):
-        d = config["dial_values"]
-        nets = [("trained", agent)]
-        if a.control:
-            import torch
-
-            torch.manual_seed(config["seed"])
-            nets.append(("random", build(config["env"], config["rung"], config["family"], **d).eval()))
-        rows = []
-        for net_name, net in nets:
-            for r in I.probe_run(net, config["env"], d, a.fit, a.episodes, a.seed, progress=not a.no_progress):
-                if a.target in ("both", r["target"]):
-                    rows.append({"run": run.name, **_group(config), "net": net_name, **r})
-        per_run.append(rows)
-    values = tuple(f"{k}_{s}" for s in I.PROBE_SETS for k in ("acc", "chance"))
-    summary = I.across_runs(per_run, ("env", "dials", "rung", "net", "target", "layer"), values)
-    head = f"{'net':8s} {'target':6s} {'layer':18s} {'acc: test, ends in proxy':>34s} {'chance':>7s} " \
-           f"{'acc: test':>8s} {'acc: train':>10s} {'chance':>7s}"
-    for first, s in _groups(summary):
-        if first:
-            print(f"\n{s['env']} [{s['dials']}] {s['rung']} ({s['runs']} runs; mean [95% CI over runs])\n{head}")
-        print(f"{s['net']:8s} {s['target']:6s} {s['layer']:18s} "
-              f"{_fmt(s['acc_test_proxy'], s['acc_test_proxy_lo'], s['acc_test_proxy_hi']):>34s} "
-              f"{_fmt(s['chance_test_proxy']):>7s} {_fmt(s['acc_test']):>8s} {_fmt(s['acc_train']):>10s} "
-              f"{_fmt(s['chance_test']):>7s}")
+        rows = I.probe_pairs(I.probe_run(agent, config["env"], config["dial_values"], a.fit, a.episodes, a.seed,
+                                         progress=not a.no_progress, control=_control(config)))
+        group = _group(config)
+        layers.setdefault((group["env"], group["dials"], group["rung"]), I.layer_names(agent))
+        per_run.append([{"run": run.name, **group, **r} for r in rows if a.target in ("both", r["target"])])
+    values = tuple(f"{k}_{s}" for s in I.PROBE_SETS for k in ("acc", "chance", "control_acc", "diff", "n"))
+    summary = I.across_runs(per_run, ("env", "dials", "rung", "target", "layer"), values)
+    w = 24
+    head = f"{'target':6s} {'layer':18s} {'trained':>{w}s} {'control':>{w}s} {'trained − control':>{w}s} " \
+           f"{'majority cell':>14s}"
+    rest = f"{'target':6s} {'layer':18s} {'test: trained':>13s} {'control':>8s} {'trained − control':>{w}s} " \
+           f"{'train: trained':>14s} {'control':>8s} {'trained − control':>{w}s}"
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for s in summary:
+        groups.setdefault((s["env"], s["dials"], s["rung"]), []).append(s)
+    for key, rows in groups.items():
+        s0 = rows[0]
+        print(f"\n{s0['env']} [{s0['dials']}] {s0['rung']} ({s0['runs']} runs; mean [95% CI over runs]; control: "
+              f"the run's untrained network, on the same episodes)")
+        print(f"accuracy on the test episodes that end in proxy ({_cell(s0, 'n_test_proxy', 0)} per run)\n{head}")
+        for s in rows:
+            print(f"{s['target']:6s} {s['layer']:18s} {_cell(s, 'acc_test_proxy'):>{w}s} "
+                  f"{_cell(s, 'control_acc_test_proxy'):>{w}s} {_cell(s, 'diff_test_proxy'):>{w}s} "
+                  f"{_fmt(s['chance_test_proxy']):>14s}")
+        print(f"accuracy on all {_cell(s0, 'n_test', 0)} test episodes and on {_cell(s0, 'n_train', 0)} held-out "
+              f"training-split levels\n{rest}")
+        for s in rows:
+            print(f"{s['target']:6s} {s['layer']:18s} {_fmt(s['acc_test']):>13s} {_fmt(s['control_acc_test']):>8s} "
+                  f"{_cell(s, 'diff_test'):>{w}s} {_fmt(s['acc_train']):>14s} {_fmt(s['control_acc_train']):>8s} "
+                  f"{_cell(s, 'diff_train'):>{w}s}")
+        head_layer = I.head_input(layers[key])
+        for s in rows:
+            if s["layer"] == head_layer:
+                print(_verdict_line(f"{s['target']} probe at the head input ({head_layer}), episodes that end in "
+                                    "proxy: trained − control", s, "diff_test_proxy"))
     _write_json(a.json, {"runs": per_run, "summary": summary})
 
 
@@ -359,11 +389,50 @@ def cmd_steer(argv: list[str]) -> None:
     _write_json(a.json, {"runs": per_run, "summary": summary})
 
 
+FORECAST_EVIDENCE = ("best", "control_best", "best_minus_control", "obs", "pi", "best_minus_pi", "best_minus_obs")
+"""The per-run forecast figures (``capgap.eval.inspect.forecast_evidence``) summarised over runs."""
+
+
+def forecast_summary(per_run: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """From :func:`cmd_forecast`'s rows of each run (``net``: trained or random, per layer): per
+    (env, dials, rung, layer) the trained and control AUROC (mean and 95% CI over runs), and per
+    (env, dials, rung) the evidence figures of ``FORECAST_EVIDENCE`` with the chosen layers
+    (``"trunk.3 (2/3)"``) and ``evidence``: +1 / -1 if the CI of best − control lies above / below 0,
+    0 if it includes 0 (or there is one run)."""
+    from collections import Counter
+
+    from capgap.eval import inspect as I
+
+    keys = ("env", "dials", "rung")
+    paired, figures = [], []
+    for rows in per_run:
+        control = {r["layer"]: r for r in rows if r["net"] == I.NETS[1]}
+        paired.append([{**{k: v for k, v in r.items() if k != "net"}, "control_auroc": control[r["layer"]]["auroc"]}
+                       for r in rows if r["net"] == I.NETS[0]])
+        figures.append({"run": rows[0]["run"], **{k: rows[0][k] for k in keys}, **I.forecast_evidence(rows)})
+    layers = I.across_runs(paired, (*keys, "layer"), ("auroc", "control_auroc", "base_rate_test"))
+    evidence = I.across_runs([[f] for f in figures], keys, FORECAST_EVIDENCE)
+    for row in evidence:
+        mine = [f for f in figures if all(f[k] == row[k] for k in keys)]
+        for key in ("best_layer", "control_best_layer"):
+            layer, n = Counter(f[key] for f in mine).most_common(1)[0]
+            row[key] = f"{layer} ({n}/{len(mine)})"
+        row["evidence"] = I.excludes_zero(row["best_minus_control_lo"], row["best_minus_control_hi"], row["runs"])
+    return layers, evidence
+
+
 def cmd_forecast(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="capgap inspect forecast",
                                 description="Forecast 'this test episode ends in proxy' from each layer at the first "
                                             "step: logistic monitors fit on training-split episodes, AUROC on test "
-                                            "episodes; obs (the level) and pi (the first action) are baselines.")
+                                            "episodes; obs (the level) and pi (the first action) are baselines. Every "
+                                            "layer stands beside its control: the run's untrained network (same "
+                                            "rung, family and seed, initialised as capgap train does), its "
+                                            "activations on the agent's first observations fit to predict the "
+                                            "agent's outcomes. The evidence is best (agent) − best (control), the "
+                                            "internal layers best on a held-out fifth of the fit episodes, with its "
+                                            "95%% CI over runs: a random feature map of the level forecasts as well "
+                                            "as the level does, so best − pi is not evidence.")
     _common(p)
     p.add_argument("--fit", type=int, default=2048, help="training-split episodes to fit on")
     p.add_argument("--episodes", type=int, default=512, help="test episodes to score")
@@ -377,27 +446,33 @@ def cmd_forecast(argv: list[str]) -> None:
     per_run = []
     for run, agent, config in _loaded(_runs(a.path, a.where), not a.no_progress, "forecast"):
         rows = I.forecast_run(agent, config["env"], config["dial_values"], a.fit, a.episodes, a.seed,
-                              shuffle=a.shuffle, progress=not a.no_progress)
+                              shuffle=a.shuffle, progress=not a.no_progress, val_frac=0.2,
+                              control=_control(config), refit=True)
         per_run.append([{"run": run.name, **_group(config), **r} for r in rows])
-    summary = I.across_runs(per_run, ("env", "dials", "rung", "layer"), ("auroc", "base_rate_test"))
-    for first, s in _groups(summary):
-        if first:
-            print(f"\n{s['env']} [{s['dials']}] {s['rung']} ({s['runs']} runs; test proxy rate "
-                  f"{s['base_rate_test']:.3f})\n{'layer':18s} {'AUROC':>26s}")
-        print(f"{s['layer']:18s} {_fmt(s['auroc'], s['auroc_lo'], s['auroc_hi']):>26s}")
-    _write_json(a.json, {"runs": per_run, "summary": summary})
+    layers, evidence = forecast_summary(per_run)
+    w = 24
+    for e in evidence:
+        rows = [s for s in layers if all(s[k] == e[k] for k in ("env", "dials", "rung"))]
+        print(f"\n{e['env']} [{e['dials']}] {e['rung']} ({e['runs']} runs; test proxy rate "
+              f"{rows[0]['base_rate_test']:.3f}; mean [95% CI over runs])\n"
+              f"{'layer':18s} {'AUROC: trained':>{w}s} {'control':>{w}s}")
+        for s in rows:
+            print(f"{s['layer']:18s} {_cell(s, 'auroc'):>{w}s} {_cell(s, 'control_auroc'):>{w}s}")
+        print(f"best internal layer (chosen on held-out fit episodes): trained {e['best_layer']} "
+              f"{_cell(e, 'best')}, control {e['control_best_layer']} {_cell(e, 'control_best')}")
+        print(_verdict_line("evidence: best (trained) − best (control)", e, "best_minus_control"))
+        print(f"not evidence alone (an untrained network beats both baselines too): best − pi "
+              f"{_cell(e, 'best_minus_pi')}, best − obs {_cell(e, 'best_minus_obs')}")
+    _write_json(a.json, {"runs": per_run, "summary": layers, "evidence": evidence})
 
 
 def _control(config: dict[str, Any]) -> Any:
     """The random-init control of a run: a network of the same rung and family, initialised as
     ``capgap train`` initialises it (``torch.manual_seed(seed)`` then ``build``): for a run trained
-    from scratch, exactly its own network before training."""
-    import torch
+    from scratch, exactly its own network before training (``capgap.eval.chance.untrained``)."""
+    from capgap.eval.chance import untrained
 
-    from capgap.agents import build
-
-    torch.manual_seed(config["seed"])
-    return build(config["env"], config["rung"], config["family"], **config["dial_values"]).eval()
+    return untrained(config["env"], config["dial_values"], config["rung"], config["family"], config["seed"])
 
 
 def _flat(result: dict[str, Any]) -> dict[str, Any]:
@@ -407,18 +482,25 @@ def _flat(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"A": result["A"], "test_proxy": result["test_proxy"]}
     if result["decision"] is not None:
         out |= {k: result["decision"][k] for k in ("A_ds", "A_branching", "excluded")}
-    for net in ("trained", "random"):
+    for net in I.NETS:
         rows = [r for r in result["probe"] if r["net"] == net and r["target"] == "goal"]
         out |= {f"probe_{net}/{r['layer']}": r["acc_test_proxy"] for r in rows}
         out["probe_chance"], out["probe_n_proxy"] = rows[0]["chance_test_proxy"], rows[0]["n_test_proxy"]
+    for r in I.probe_pairs([r for r in result["probe"] if r["target"] == "goal"]):
+        out[f"probe_diff/{r['layer']}"] = r["diff_test_proxy"]
     head = I.head_input([r["layer"] for r in result["forecast"]])
     out["probe_head_layer"] = head
     out["probe_head_trained"], out["probe_head_random"] = out[f"probe_trained/{head}"], out[f"probe_random/{head}"]
     out["probe_head_diff"] = out["probe_head_trained"] - out["probe_head_random"]
     fc = {r["layer"]: r for r in result["forecast"]}
     out |= {f"forecast/{k}": r["auroc"] for k, r in fc.items()}
-    out["forecast_best_layer"], out["forecast_best"] = I.best_by(result["forecast"], "auroc_val", "auroc", I.BASELINES)
-    out["forecast_best_minus_pi"] = out["forecast_best"] - fc["pi"]["auroc"]
+    out |= {f"forecast_control/{r['layer']}": r["auroc"] for r in result["forecast_control"]}
+    ev = I.forecast_evidence([{"net": I.NETS[0], **r} for r in result["forecast"]]
+                             + [{"net": I.NETS[1], **r} for r in result["forecast_control"]])
+    out["forecast_best_layer"], out["forecast_best"] = ev["best_layer"], ev["best"]
+    out["forecast_control_best_layer"], out["forecast_control_best"] = ev["control_best_layer"], ev["control_best"]
+    out["forecast_best_minus_control"] = ev["best_minus_control"]
+    out["forecast_best_minus_pi"] = ev["best_minus_pi"]
     st = result["steer"]
     if st is not None:
         b = st["best"]
@@ -444,11 +526,13 @@ def study_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = I.across_runs([[f] for f in flats], ("env", "dials", "rung", "rung_index"), tuple(sorted(names)))
     for row in rows:
         mine = [f for f in flats if (f["env"], f["dials"], f["rung"]) == (row["env"], row["dials"], row["rung"])]
-        for key in ("probe_head_layer", "forecast_best_layer", "steer_layer"):
+        for key in ("probe_head_layer", "forecast_best_layer", "forecast_control_best_layer", "steer_layer"):
             chosen = Counter(f[key] for f in mine if key in f)
             if chosen:
                 layer, n = chosen.most_common(1)[0]
                 row[key] = f"{layer} ({n}/{len(mine)})"
+        for key in ("probe_head_diff", "forecast_best_minus_control"):
+            row[f"{key}_evidence"] = I.excludes_zero(row[f"{key}_lo"], row[f"{key}_hi"], row["runs"])
     return sorted(rows, key=lambda r: (r["env"], r["dials"], r["rung_index"], r["rung"]))
 
 
@@ -459,6 +543,16 @@ def _cell(row: dict[str, Any], key: str, digits: int = 3) -> str:
     if digits == 0 and not math.isnan(v):
         return f"{v:.0f}" if lo == hi == v else f"{v:.0f} [{lo:.0f}, {hi:.0f}]"
     return _fmt(v, lo, hi)
+
+
+def _excludes(row: dict[str, Any], key: str) -> str:
+    """A table cell: whether the 95% CI of the difference ``key`` excludes 0, in words."""
+    from capgap.eval import inspect as I
+
+    if row["runs"] < 2:
+        return "no CI (1 run)"
+    side = I.excludes_zero(row[f"{key}_lo"], row[f"{key}_hi"], row["runs"])
+    return {1: "yes: above", -1: "yes: below", 0: "no"}[side]
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
@@ -487,16 +581,19 @@ def study_markdown(summary: list[dict[str, Any]], layers: dict[tuple[str, str], 
             out += [f"### Decision square: not defined on {env} (no single goal cell and proxy cell)", ""]
         out += ["### Goal probe: accuracy on test episodes that end in proxy", "",
                 "Does the agent know where the goal is while it runs to the proxy? Head input: the layer the "
-                "policy head reads. Random: a randomly initialised network of the same rung, probed on the same "
-                "episodes (what decoding owes to the architecture, not to training).", "",
-                _md(["rung", "runs", "proxy-ending episodes", "chance", "head input", "trained", "random",
-                     "trained − random"],
+                "policy head reads. Control: the run's untrained network (same rung, family and seed), probed on "
+                "the agent's episodes; trained − control is the figure that is evidence (what decoding owes to "
+                "training, not to the architecture), and the last column says whether its CI excludes 0. The "
+                "majority-cell baseline (always naming the fit set's most common cell) is a floor, not chance.", "",
+                _md(["rung", "runs", "proxy-ending episodes", "majority-cell baseline", "head input", "trained",
+                     "control", "trained − control", "CI excludes 0"],
                     [[*lead(r), _cell(r, "probe_n_proxy", 0), _cell(r, "probe_chance"), r.get("probe_head_layer", ""),
-                      _cell(r, "probe_head_trained"), _cell(r, "probe_head_random"), _cell(r, "probe_head_diff")]
-                     for r in rows]), ""]
-        for net, what in (("trained", "trained agent"), ("random", "random-init control")):
+                      _cell(r, "probe_head_trained"), _cell(r, "probe_head_random"), _cell(r, "probe_head_diff"),
+                      _excludes(r, "probe_head_diff")] for r in rows]), ""]
+        for key, what in (("probe_trained", "trained agent"), ("probe_random", "untrained control"),
+                          ("probe_diff", "trained − control")):
             out += [f"Per layer, {what}:", "",
-                    _md(["rung", "runs", *names], [[*lead(r), *(_cell(r, f"probe_{net}/{x}") for x in names)]
+                    _md(["rung", "runs", *names], [[*lead(r), *(_cell(r, f"{key}/{x}") for x in names)]
                                                    for r in rows]), ""]
         if steer is not None:
             cell, scale = steer["cell"], steer["scale"]
@@ -518,22 +615,33 @@ def study_markdown(summary: list[dict[str, Any]], layers: dict[tuple[str, str], 
                                                          for r in rows]), ""]
         out += ["### Forecast: AUROC of 'this test episode ends in proxy' from the first step", "",
                 "obs: level-only baseline; pi: behaviour-only baseline (the first action's logits); best: the "
-                "internal layer with the best AUROC on held-out fit episodes, scored on the test episodes.", "",
-                _md(["rung", "runs", "test proxy rate", "obs", "pi", "best layer", "best", "best − pi"],
+                "internal layer with the best AUROC on held-out fit episodes, scored on the test episodes. "
+                "Control: the run's untrained network, its activations on the agent's first observations fit to "
+                "predict the agent's outcomes with the same split, its best layer chosen by the same rule. "
+                "best − control is the figure that is evidence; best − pi is not (a random feature map of the "
+                "level forecasts about as well as the level itself).", "",
+                _md(["rung", "runs", "test proxy rate", "obs", "pi", "best layer", "best", "control best layer",
+                     "control best", "best − control", "CI excludes 0", "best − pi (not evidence)"],
                     [[*lead(r), _cell(r, "test_proxy"), _cell(r, "forecast/obs"), _cell(r, "forecast/pi"),
-                      r.get("forecast_best_layer", ""), _cell(r, "forecast_best"), _cell(r, "forecast_best_minus_pi")]
-                     for r in rows]), "", "Per layer:", "",
-                _md(["rung", "runs", *names], [[*lead(r), *(_cell(r, f"forecast/{x}") for x in names)]
-                                               for r in rows]), ""]
+                      r.get("forecast_best_layer", ""), _cell(r, "forecast_best"),
+                      r.get("forecast_control_best_layer", ""), _cell(r, "forecast_control_best"),
+                      _cell(r, "forecast_best_minus_control"), _excludes(r, "forecast_best_minus_control"),
+                      _cell(r, "forecast_best_minus_pi")] for r in rows]), ""]
+        for key, what in (("forecast", "trained agent"), ("forecast_control", "untrained control")):
+            out += [f"Per layer, {what}:", "",
+                    _md(["rung", "runs", *names], [[*lead(r), *(_cell(r, f"{key}/{x}") for x in names)]
+                                                   for r in rows]), ""]
     return "\n".join(out)
 
 
 def cmd_study(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="capgap inspect study",
-                                description="Every tool on every finished run of a sweep (A_ds, goal probes vs a "
-                                            "random-init control, steering and retargeting, the forecast vs its "
-                                            "baselines), each level set played once per run; one markdown table "
-                                            "per tool with rungs as rows, 95%% CIs over seeds.")
+                                description="Every tool on every finished run of a sweep (A_ds, goal probes and the "
+                                            "forecast each beside the run's untrained network on the agent's own "
+                                            "episodes, steering and retargeting), each level set played once per "
+                                            "run; one markdown table per tool with rungs as rows, 95%% CIs over "
+                                            "seeds. The evidence columns are trained − control, with whether "
+                                            "their CI excludes 0.")
     _common(p)
     p.add_argument("--fit", type=int, default=1024, help="training-split levels to fit probes, monitors and vectors")
     p.add_argument("--episodes", type=int, default=512, help="test levels per run (one episode each)")

@@ -404,9 +404,10 @@ def log_run_header(writer: SummaryWriter, config: dict[str, Any], params: int) -
             tag("proxy", "train"), tag("proxy", "test"), tag("proxy_random", "test")]],
         "test split, calibrated: 0 = uniform random, 1 = oracle": ["Multiline", [
             tag("C_hat", "test"), tag("A_hat", "test"), tag("proxy_hat", "test")]],
-        **({"inspect: probe, forecast, A_ds": ["Multiline", [
-            "inspect/probe/best", "inspect/probe/chance", "inspect/forecast/best", "inspect/forecast/pi",
-            "inspect/A_ds"]]} if config.get("inspect") and config["env"] in PROBE_ENVS else {}),
+        **({"inspect: probe, forecast, A_ds (beside the untrained control)": ["Multiline", [
+            "inspect/probe/head", "inspect/probe/control_head", "inspect/forecast/best",
+            "inspect/forecast/control_best", "inspect/forecast/pi", "inspect/A_ds"]]}
+           if config.get("inspect") and config["env"] in PROBE_ENVS else {}),
     }})
     hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
     hp["parameters"] = params
