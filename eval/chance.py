@@ -41,15 +41,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from capgap.envs import PROXY, SPLITS, format_dials, make_core, parse_dials
-from capgap.envs.core import FirstEpisodes, GridCore
+from capgap.envs import SPLITS, format_dials, parse_dials
 from capgap.eval.records import split_key
 from capgap.eval.rollout import EVAL_SEED_BASE, evaluate
 
 REFERENCE_EPISODES = 1024
 """Evaluation levels per split the reference policies play (the first ones an agent's evaluation plays)."""
 RANDOM_REPEATS = 4
-"""Episodes of the random policy per level (independent action streams): its estimate's noise shrinks 2x."""
+"""Episodes of the random policy per level (action-stream seeds 0..3, each played as an agent's
+evaluation is): its estimate's noise shrinks 2x."""
 UNTRAINED_SEEDS = (0, 1, 2)
 """Init seeds of the untrained-network baseline."""
 POLICIES = ("random", "goal", "proxy")
@@ -58,32 +58,6 @@ SCORES = ("C", "A", "proxy")
 """What each reference policy is scored on, per split."""
 CALIBRATED = ("C_hat", "A_hat", "proxy_hat")
 """The calibrated scores, per split: ``split_key("A_hat", "test")`` = ``"A_hat_test"``."""
-
-
-def _play(env_id: str, split: str, dials: dict[str, Any], episodes: int, repeats: int,
-          act: Callable[[GridCore, torch.Generator], torch.Tensor]) -> dict[str, float]:
-    """C, A and the proxy rate of one episode per (evaluation level, repeat), actions from ``act``."""
-    n = episodes * repeats
-    core = make_core(env_id, n, split=split, autoreset=False, **dials)
-    core.reset(EVAL_SEED_BASE + np.tile(np.arange(episodes), repeats))
-    gen = torch.Generator().manual_seed(0)
-    played = FirstEpisodes(core)
-    while played.alive.any():
-        core.step(act(core, gen))
-        played.update()
-    out = played.numpy()
-    return {"C": float(out["capability_score"].mean()), "A": float(out["goal_score"].mean()),
-            "proxy": float((out["outcome"] == PROXY).mean())}
-
-
-def _random_act(core: GridCore, gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, 4, (core.num_envs,), generator=gen)
-
-
-def _oracle_act(seek: str) -> Callable[[GridCore, torch.Generator], torch.Tensor]:
-    from capgap.envs import oracle
-
-    return lambda core, _gen: oracle.act(core, seek)
 
 
 @dataclass(frozen=True)
@@ -98,23 +72,22 @@ class References:
     def score(self, policy: str, split: str) -> dict[str, float]:
         return self.scores[(policy, split)]
 
+    def anchors(self, score: str, split: str) -> tuple[float, float]:
+        """The (0, 1) anchors of a calibrated score: uniform-random play, and the goal-seeker (C, A)
+        or the proxy-seeker (proxy)."""
+        top = "proxy" if score == "proxy" else "goal"
+        return self.score("random", split)[score], self.score(top, split)[score]
+
     def calibrate(self, row: dict[str, float]) -> dict[str, float]:
         """``row`` (per-seed metrics with ``C_<split>``, ``A_<split>``, ``proxy_<split>``) plus the
         calibrated scores of every split it has; a score whose reference range is 0 is NaN."""
         out = dict(row)
         for split in SPLITS:
-            if split_key("C", split) not in row:
-                continue
-            rand, goal, prox = (self.score(p, split) for p in POLICIES)
-            for name, value, lo, hi in (("C_hat", row[split_key("C", split)], rand["C"], goal["C"]),
-                                        ("A_hat", row[split_key("A", split)], rand["A"], goal["A"]),
-                                        ("proxy_hat", row[split_key("proxy", split)], rand["proxy"], prox["proxy"])):
-                out[split_key(name, split)] = normalise(value, lo, hi)
+            for score in SCORES:
+                if split_key(score, split) in row:
+                    out[split_key(f"{score}_hat", split)] = normalise(row[split_key(score, split)],
+                                                                      *self.anchors(score, split))
         return out
-
-    def table(self) -> list[tuple[str, str, dict[str, float]]]:
-        """(policy, split, scores) rows in a fixed order, for printing."""
-        return [(p, s, self.scores[(p, s)]) for s in SPLITS for p in POLICIES]
 
 
 def normalise(value: float, zero: float, one: float) -> float:
@@ -126,12 +99,17 @@ def normalise(value: float, zero: float, one: float) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _references(env_id: str, dials: str, episodes: int) -> References:
+    from capgap.envs import oracle, task_class
+
     d = parse_dials(dials.split(",")) if dials else {}
+    task = task_class(env_id).from_dials(**d)
+    rand = random_seeds(env_id, d, range(RANDOM_REPEATS), episodes)
     scores: dict[tuple[str, str], dict[str, float]] = {}
     for split in SPLITS:
-        scores[("random", split)] = _play(env_id, split, d, episodes, RANDOM_REPEATS, _random_act)
+        scores[("random", split)] = {k: float(np.mean([s[split_key(k, split)] for s in rand])) for k in SCORES}
         for seek in ("goal", "proxy"):
-            scores[(seek, split)] = _play(env_id, split, d, episodes, 1, _oracle_act(seek))
+            summary = oracle.run(task, seek, split, episodes, seed=EVAL_SEED_BASE).summary()  # the evaluation levels
+            scores[(seek, split)] = {k: summary[k] for k in SCORES}
     return References(env_id, dials, episodes, scores)
 
 
@@ -207,14 +185,12 @@ def annotate(rows: list[dict[str, Any]], untrained_baseline: bool = True,
 
     for row in rows:
         refs = references(row["env"], row["dials"], episodes)
-        for name in ("C", "A", "proxy"):
-            raw = split_key(name, "test")
-            rand, one = refs.score("random", "test")[name], refs.score("proxy" if name == "proxy" else "goal",
-                                                                        "test")[name]
-            lo, hi = (normalise(row[raw + end], rand, one) for end in ("_lo", "_hi"))
-            key = split_key(f"{name}_hat", "test")
-            row[key] = normalise(row[raw], rand, one)
-            row[key + "_lo"], row[key + "_hi"] = (lo, hi) if one >= rand else (hi, lo)  # a falling map swaps the ends
+        for name in SCORES:
+            raw, key = split_key(name, "test"), split_key(f"{name}_hat", "test")
+            zero, one = refs.anchors(name, "test")
+            lo, hi = (normalise(row[raw + end], zero, one) for end in ("_lo", "_hi"))
+            row[key] = normalise(row[raw], zero, one)
+            row[key + "_lo"], row[key + "_hi"] = (lo, hi) if one >= zero else (hi, lo)  # a falling map swaps the ends
         for m in BASELINE_METRICS:
             name, split = m.rsplit("_", 1)
             row[f"random_{m}"] = refs.score("random", split)[name]
