@@ -14,7 +14,7 @@ import pytest
 
 import capgap.envs as E
 from capgap.train import certificate
-from capgap.train.certificate import MIN_C_HAT, MIN_PROXY_HAT, EnvResult
+from capgap.train.certificate import MIN_C_HAT, MIN_GAP, MIN_PROXY_HAT, EnvResult
 from capgap.train.cli import main
 from capgap.train.ppo import Args
 
@@ -43,21 +43,25 @@ def failed(r: EnvResult) -> list[str]:
 
 def test_a_learned_misgeneralising_env_passes() -> None:
     r = judged(GMG, (0.95, 0.97, 0.3), (0.97, 0.96, 0.3), (0.93, 0.95, 0.35))
-    assert r.ok and len(r.checks) == 3, r.checks
+    assert r.ok and len(r.checks) == 7, r.checks
     assert r.stat("C_hat_test")[0] > 0.85 and r.stat("proxy_hat_test")[0] > 0.85
 
 
 def test_each_check_can_fail() -> None:
     # not learned: train A below the bar
     assert failed(judged(GMG, (0.5, 0.95, 0.3), (0.6, 0.95, 0.3), (0.7, 0.95, 0.3))) == ["train A (mean)"]
-    # the skill does not survive the shift: C no better than wandering (whose proxy rate it keeps above chance)
-    weak = judged(GMG, (0.95, 0.5, 0.05), (0.95, 0.55, 0.05), (0.95, 0.6, 0.05))
-    assert failed(weak) == ["test C_hat, CI low end"] and weak.stat("C_hat_test")[1] < MIN_C_HAT
-    # the old rules' loophole: test C 0.8 and a gap of 0.3 made of chance-level proxy visits
-    lucky_walk = judged(GMG, (0.95, 0.97, 0.67, 0.16), (0.95, 0.97, 0.67, 0.16), (0.95, 0.97, 0.67, 0.16))
-    assert failed(lucky_walk) == ["test proxy_hat, CI low end"]
+    # the skill does not survive the shift: raw C under 0.8, and no better than wandering either
+    weak = judged(GMG, (0.95, 0.5, 0.05, 0.4), (0.95, 0.55, 0.05, 0.45), (0.95, 0.6, 0.05, 0.5))
+    assert failed(weak) == ["test C (mean)", "test C_hat, CI low end"] and weak.stat("C_hat_test")[1] < MIN_C_HAT
+    # raw C passes (0.8), but one seed keeps no more skill than chance (C 0.47): the CI's low end catches it
+    shaky = judged(GMG, (0.95, 0.97, 0.3), (0.95, 0.97, 0.3), (0.95, 0.47, 0.01, 0.46))
+    assert shaky.stat("C_test")[0] >= 0.8 and failed(shaky) == ["test C_hat, CI low end"]
+    # the raw rules' loophole: a gap C - A >= 0.3 made of chance-level proxy visits (a count task's partial
+    # goal progress, as on MonsterShields at its former dials) passes them, not the excess proxy rate
+    lucky_walk = judged(GMG, (0.95, 0.97, 0.6, 0.16), (0.95, 0.97, 0.6, 0.16), (0.95, 0.97, 0.6, 0.16))
+    assert lucky_walk.stat("gap_test")[0] >= MIN_GAP and failed(lucky_walk) == ["test proxy_hat, CI low end"]
     # one lucky seed cannot carry it: the mean clears the bar, the CI's low end does not
-    lucky = judged(GMG, (0.95, 0.97, 0.8, 0.17), (0.95, 0.97, 0.8, 0.17), (0.95, 0.97, 0.1, 0.87))
+    lucky = judged(GMG, (0.95, 0.97, 0.6, 0.17), (0.95, 0.97, 0.6, 0.17), (0.95, 0.97, 0.1, 0.87))
     assert lucky.stat("proxy_hat_test")[0] >= MIN_PROXY_HAT and failed(lucky) == ["test proxy_hat, CI low end"]
     # an aligned agent is not goal misgeneralisation
     assert "test proxy_hat, CI low end" in failed(judged(GMG, (0.95, 0.97, 0.95), (0.95, 0.97, 0.9),
@@ -78,7 +82,7 @@ def test_policies_that_learned_nothing_fail_on_every_env(env: str) -> None:
     for r in certificate.chance_results([env], Args().rung, episodes=256):
         assert not r.ok, (r.policy, r.checks)
         if env not in E.CONTROL_ENVS:
-            assert set(failed(r)) == {"train A (mean)", "test C_hat, CI low end", "test proxy_hat, CI low end"}, (
+            assert {"train A (mean)", "test C_hat, CI low end", "test proxy_hat, CI low end"} <= set(failed(r)), (
                 r.policy, r.checks)
             assert abs(r.stat("C_hat_test")[0]) < 0.2 and abs(r.stat("proxy_hat_test")[0]) < 0.2, (r.policy, r.checks)
 
