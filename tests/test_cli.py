@@ -9,7 +9,7 @@ from capgap.train.cli import main
 
 
 def test_envs_lists_every_registered_env_with_its_dials(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["envs"]) == 0
+    assert main(["envs", "--no-chance"]) == 0
     out = capsys.readouterr().out
     for env_id, cls in E.TASKS.items():
         assert env_id in out
@@ -18,6 +18,23 @@ def test_envs_lists_every_registered_env_with_its_dials(capsys: pytest.CaptureFi
     for budget in E.BUDGETS.values():  # each env's declared training budget
         assert f"budget: {budget:,} env steps" in out
     assert "capgap/LavaShift-v0  (control)" in out
+
+
+def test_envs_shows_what_chance_scores(capsys: pytest.CaptureFixture[str]) -> None:
+    from capgap.eval import chance
+
+    assert main(["envs", "capgap/KeysChests-v0", "--rung", "nano"]) == 0
+    out = capsys.readouterr().out
+    assert "capgap/CheeseCorner-v0" not in out
+    refs = chance.references("capgap/KeysChests-v0", {})
+    rand = refs.score("random", "test")
+    line = next(x for x in out.splitlines() if "uniform random" in x)
+    assert line.split()[2:] == [f"{rand['C']:.2f}", "/", f"{rand['A']:.2f}", "/", f"{rand['proxy']:.2f};",
+                                f"{refs.score('random', 'train')['A']:.2f}"]
+    assert "untrained nano (x3)" in out and "goal-seeker            1.00 / 1.00" in out and "proxy-seeker" in out
+    assert main(["envs", "capgap/Nope-v0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown env" in err
 
 
 def test_an_env_without_a_budget_needs_total_steps(monkeypatch: pytest.MonkeyPatch,
