@@ -270,7 +270,8 @@ def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
 
     On a 7x7 CheeseCorner maze a tiny agent learns to find the training cheese (train A rises
     well above the random policy's), keeps its skill on the test split (C), and mostly runs to
-    the corner there (test A stays low): goal misgeneralisation, at small scale, seeded.
+    the corner there (test A stays low, the proxy rate far above uniform random play's): goal
+    misgeneralisation, at small scale, seeded.
     """
     run = train(Args(rung="tiny", total_steps=256 * 16 * 64, eval_every=256 * 16 * 32, eval_episodes=256,
                      dials=("size=7", "max_steps=40"), progress=False, threads=1, out=str(tmp_path)))
@@ -279,6 +280,10 @@ def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
     test_c, test_a = ea.Scalars("eval/test/C")[-1].value, ea.Scalars("eval/test/A")[-1].value
     assert train_a[-1] >= train_a[0] + 0.4 and train_a[-1] >= 0.75, train_a
     assert test_c >= 0.75 and test_a <= 0.45, (test_c, test_a)
+    # ...and relative to chance on the same levels (uniform random play: test C 0.56, A 0.39, proxy 0.17 on
+    # this 7x7 maze): the skill and the corner preference are not wandering (measured: C_hat 0.77, proxy_hat 1.01)
+    c_hat, proxy_hat = ea.Scalars("eval/test/C_hat")[-1].value, ea.Scalars("eval/test/proxy_hat")[-1].value
+    assert c_hat >= 0.5 and proxy_hat >= 0.5, (c_hat, proxy_hat)
 
 
 @pytest.mark.slow
