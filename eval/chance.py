@@ -173,16 +173,25 @@ class _Uniform(torch.nn.Module):
 
 
 def annotate(rows: list[dict[str, Any]], untrained_baseline: bool = True,
-             episodes: int = REFERENCE_EPISODES) -> list[dict[str, Any]]:
+             episodes: int = REFERENCE_EPISODES, progress: bool = False) -> list[dict[str, Any]]:
     """Fill the chance columns (``capgap.eval.metrics.CHANCE_KEYS``) of ``metrics.compute`` rows, in place.
 
     The calibrated scores are affine in the raw ones, with constants per (env, dials), so a row's
     calibrated mean and CI are the raw mean and CI mapped through :func:`normalise`: exactly what
     calibrating each seed and then bootstrapping would give. ``untrained_baseline``: also evaluate
     the rung's untrained networks (``UNTRAINED_SEEDS``; seconds per rung, cached per process).
+    ``progress``: a bar over the distinct (env, dials, rung, family) groups, each computed once.
     """
+    from tqdm import tqdm
+
     from capgap.eval.metrics import BASELINE_METRICS, mean_ci
 
+    groups = sorted({(r["env"], r["dials"], r["rung"], r["family"]) for r in rows})
+    for env, dials, rung, family in tqdm(groups, desc="chance baselines", unit="group", disable=not progress,
+                                         dynamic_ncols=True):  # fill the caches, with a bar
+        references(env, dials, episodes)
+        if untrained_baseline:
+            untrained_seeds(env, dials, rung, family)
     for row in rows:
         refs = references(row["env"], row["dials"], episodes)
         for name in SCORES:

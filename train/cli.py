@@ -286,7 +286,7 @@ def cmd_report(argv: list[str]) -> None:
     if not files:
         raise UsageError(f"no evaluated checkpoints under {a.path[0]}; run capgap eval {a.path[0]} first")
     records = metrics.load_episodes(files)
-    rows = chance.annotate(metrics.compute(records), untrained_baseline=not a.no_untrained)
+    rows = chance.annotate(metrics.compute(records), untrained_baseline=not a.no_untrained, progress=True)
     runs = [r for path in paths for r in find_runs(path)]
     inspected = [run / "inspect.jsonl" for run in runs if (run / "inspect.jsonl").exists()]
     inspect_rows = metrics.compute_inspections(metrics.load_inspections(inspected)) if inspected else None
