@@ -27,7 +27,7 @@ def finished(out: Path) -> dict[str, float]:
 
 def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
     out = tmp_path / "sw"
-    cmd = [sys.executable, "-m", "capgap.train.cli", *sweep_cmd(out, "--workers", "1")]
+    cmd = [sys.executable, "-m", "capgap.train.cli", *sweep_cmd(out, "--workers", "1", "--threads", "1")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline and not finished(out):
@@ -37,6 +37,8 @@ def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
     proc.wait()
     before = finished(out)
     assert 1 <= len(before) < 4, "killed too late (or never started) to test resuming"
+    for run in before:  # --threads 1, not the cores shared out among one worker
+        assert json.loads((out / "runs" / run / "config.json").read_text())["threads"] == 1, run
     time.sleep(1.0)  # the killed sweep's worker notices its parent died and exits
     assert main(sweep_cmd(out, "--workers", "2")) == 0
     after = finished(out)
@@ -115,6 +117,7 @@ def test_ray_backend_runs_the_same_trials(tmp_path: Path) -> None:
         (["--grid", "num_levels=1,x"], "--grid num_levels=x: num_levels takes whole numbers >= 0"),
         (["--grid", "lr=0.1,0.01"], "--grid lr: a grid runs over env dials and num_levels"),
         (["--init-where", "p_disambiguate=0"], "--init-where picks among the runs of a sweep"),
+        (["--threads", "-1"], "--threads -1 must be >= 0"),
     ],
 )
 def test_bad_sweep_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -207,6 +207,9 @@ def cmd_sweep(argv: list[str]) -> None:
     p.add_argument("--out", required=True, help="sweep directory (rerun the same command to resume)")
     p.add_argument("--backend", default="local", choices=("local", "ray"))
     p.add_argument("--workers", type=int, default=0, help="local worker processes (0 = one per core)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per worker (0 = the cores shared out among the workers); use 1 when other "
+                        "work shares the machine: threads waiting for a busy core slow a run several-fold")
     p.add_argument("--address", default=None, help="Ray cluster address (ray backend; none = a local instance)")
     p.add_argument("--no-group", action="store_true",
                    help="train every seed in a process of its own (default: the seeds of a small rung train "
@@ -223,7 +226,10 @@ def cmd_sweep(argv: list[str]) -> None:
     sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=seeds,
                   grid=parse_grid(a.grid), base=base, out=Path(a.out), init_where=tuple(a.init_where))
     t0 = time.time()
-    run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress, group=not a.no_group)
+    if a.threads < 0:
+        raise UsageError(f"--threads {a.threads} must be >= 0 (0 = the cores shared out among the workers)")
+    run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress, group=not a.no_group,
+              threads=a.threads)
     print(f"sweep: {len(sweep.trials())} trials in {sweep.out} ({time.time() - t0:.0f} s, {os.cpu_count()} cores)")
     print(f"next:  capgap eval {sweep.out} && capgap report {sweep.out}")
 

@@ -319,9 +319,11 @@ def run_ray(fn: Callable[[dict[str, Any]], dict[str, Any]], items: list[dict[str
 
 
 def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: str | None = None,
-              progress: bool = True, group: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, group: bool = True, threads: int = 0) -> list[dict[str, Any]]:
     """Run every unfinished trial; returns the summaries of the trials run now. ``group``: train the
-    seeds of a small rung as one batched group (:func:`plan`)."""
+    seeds of a small rung as one batched group (:func:`plan`). ``threads``: torch threads per worker
+    (0 = the cores shared out among the workers; pass 1 when other work shares the machine: torch
+    threads that wait for a busy core slow a run several-fold)."""
     validate(sweep)
     prepare(sweep)
     cores = os.cpu_count() or 1
@@ -343,7 +345,7 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: s
 
     jobs = plan(todo, group)
     workers = min(workers, max(len(jobs), 1))
-    threads = max(1, cores // workers)  # fewer jobs than workers: each gets more threads
+    threads = threads or max(1, cores // workers)  # fewer jobs than workers: each gets more threads
     items = [[{**config_of(t), "threads": threads} for t in job] for job in jobs]
     if backend == "local":
         run_local(run_trials, items, workers, on_done)
