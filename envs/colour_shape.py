@@ -48,7 +48,12 @@ class ColourShape(Task):
     *neither*: touched another object, or timed out.
 
     ## Registered configurations
-    ``capgap/ColourShape-v0`` (9×9, 3 objects, ``salience=4``). With ``salience=1`` shape and
+    ``capgap/ColourShape-v0`` (9×9, 32 steps, 3 objects, ``salience=4``). At 64 steps
+    uniform-random play touched the circle or a red object on 56% of test levels; at 32 steps, on
+    42% (the goal-seeker needs 11 steps at the 99th percentile). The default agent (conv,
+    ``small``) at the 1M-step budget, seeds 0, 1, 2: train A 0.996 / 0.996 / 0.992, test C 0.975 /
+    0.992 / 0.908, test A 0.031 / 0.059 / 0.102, proxy 0.943 / 0.934 / 0.807 (uniform random
+    play: 0.21). With ``salience=1`` shape and
     colour are equally easy to see, and which one an agent follows depends on the seed and the
     rung (Ramanauskas & Şimşek 2023 saw colour-vs-shape preference flip with the seed alone).
     """
