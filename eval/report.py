@@ -155,7 +155,7 @@ def table_text(rows: list[dict[str, Any]], inspect_rows: list[dict[str, Any]] | 
     """A compact plain-text table of the final-step rows, for a terminal (and of the final-step
     inspection rows, if any)."""
     out: list[str] = []
-    widths = (10, 12, 7, *(20 for _ in TEXT_METRICS), 27, 12)
+    widths = (10, 12, 7, *(22 for _ in TEXT_METRICS), 27, 12)  # "-0.32 [-0.38, -0.27]" and a gap
     for (env, dials), panel in _panels(final_rows(rows)).items():
         out.append(f"{env}  [{dials or 'default dials'}]")
         cells_rows = [["rung", "params", "seeds", *TEXT_METRICS, "random A_tr/C/A/proxy", ""]]
