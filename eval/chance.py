@@ -168,7 +168,7 @@ class _Uniform(torch.nn.Module):
     """A 'network' whose logits are all 0: ``evaluate`` then samples uniformly random actions."""
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        zeros = torch.zeros(obs.shape[0], 4)
+        zeros = torch.zeros(obs.shape[0], 4, device=obs.device)
         return zeros, zeros[:, 0]
 
 
