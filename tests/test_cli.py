@@ -35,6 +35,9 @@ def test_envs_shows_what_chance_scores(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["envs", "capgap/Nope-v0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown env" in err
+    assert main(["envs", "capgap/KeysChests-v0", "--rung", "huge"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip().count("\n") == 0 and "unknown rung 'huge'" in err  # before any listing
 
 
 def test_an_env_without_a_budget_needs_total_steps(monkeypatch: pytest.MonkeyPatch,

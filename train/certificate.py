@@ -75,8 +75,6 @@ class EnvResult:
     """(what, value, bound, ok) for each check."""
     policy: str = "trained"
     """What was judged: ``trained`` agents, or a chance baseline (``random``, ``untrained``)."""
-    baselines: dict[str, list[dict[str, float]]] = field(default_factory=dict)
-    """Per-seed metrics of the chance baselines on the same levels: ``random``, ``untrained``."""
 
     @property
     def control(self) -> bool:

@@ -39,6 +39,9 @@ def cmd_envs(argv: list[str]) -> None:
     a = p.parse_args(argv)
     for env_id in a.env:
         E.task_class(env_id)
+    from capgap.agents import rung
+
+    rung(a.rung)  # a bad rung is one line before anything is printed
     for env_id in a.env or list(E.TASKS):
         cls = E.task_class(env_id)
         summary = (cls.__doc__ or "").strip().splitlines()[0]

@@ -30,6 +30,7 @@ import contextlib
 import copy
 import dataclasses
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,8 +439,9 @@ def evaluate_and_log(agent: ActorCritic, args: Args, dials: dict[str, dict[str, 
         if split == "test":
             calibrated = refs.calibrate({split_key(k, split): m[k] for k in chance.SCORES})
             for k in chance.CALIBRATED:
-                if calibrated[split_key(k, split)] == calibrated[split_key(k, split)]:  # not NaN (no proxy)
-                    writer.add_scalar(tag(k, split), calibrated[split_key(k, split)], step)
+                value = calibrated[split_key(k, split)]
+                if not math.isnan(value):  # NaN: no proxy (the control)
+                    writer.add_scalar(tag(k, split), value, step)
         writer.add_image(f"eval/{split}/visits", heatmap(res.visits), step, dataformats="HWC")
         if split == "test":
             writer.add_image("eval/test/trajectory", trajectory(res, channels), step, dataformats="HWC")
