@@ -97,11 +97,16 @@ def normalise(value: float, zero: float, one: float) -> float:
     return (value - zero) / (one - zero)
 
 
+def _dials(key: str) -> dict[str, Any]:
+    """The dials spelt by ``format_dials`` (the cache key) as a dict again."""
+    return parse_dials(key.split(",")) if key else {}
+
+
 @functools.lru_cache(maxsize=256)
 def _references(env_id: str, dials: str, episodes: int) -> References:
     from capgap.envs import oracle, task_class
 
-    d = parse_dials(dials.split(",")) if dials else {}
+    d = _dials(dials)
     task = task_class(env_id).from_dials(**d)
     rand = random_seeds(env_id, d, range(RANDOM_REPEATS), episodes)
     scores: dict[tuple[str, str], dict[str, float]] = {}
@@ -145,7 +150,7 @@ def _per_seed(net_of: Callable[[int], torch.nn.Module], env_id: str, dials: dict
 @functools.lru_cache(maxsize=256)
 def _untrained_seeds(env_id: str, dials: str, rung: str, family: str, seeds: tuple[int, ...],
                      episodes: int) -> tuple[dict[str, float], ...]:
-    d = parse_dials(dials.split(",")) if dials else {}
+    d = _dials(dials)
     return tuple(_per_seed(lambda seed: untrained(env_id, d, rung, family, seed), env_id, d, seeds, episodes))
 
 
