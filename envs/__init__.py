@@ -8,8 +8,9 @@ part at test time. Importing this package registers them with gymnasium::
     venv = gym.make_vec("capgap/CheeseCorner-v0", num_envs=1024, vectorization_mode="vector_entry_point")
     core = capgap.envs.make_core("capgap/CheeseCorner-v0", num_envs=4096)   # torch, for training
 
-Registration lives here and only here: per task, its import and its line in ``TASKS`` (and, for
-a control env with no proxy, its id in ``CONTROL_ENVS``).
+Registration lives here and only here: per task, its import and its line in ``TASKS``. Every
+other fact about an env (its training budget, whether it is a control, what the inspection tools
+can probe, its pinned digests) is a class attribute in the task's own file (``Task.budget``, ...).
 """
 
 from __future__ import annotations
@@ -53,23 +54,7 @@ TASKS: dict[str, type[Task]] = {
     "capgap/LavaShift-v0": LavaShift,
     "capgap/MonsterShields-v0": MonsterShields,
 }
-"""Every registered env id and its task. Register a new task here (and import it above)..."""
-
-BUDGETS: dict[str, int] = {
-    "capgap/CheeseCorner-v0": 1_000_000,
-    "capgap/CheeseDish-v0": 4_000_000,
-    "capgap/ColourShape-v0": 1_000_000,
-    "capgap/FollowLeader-v0": 1_000_000,
-    "capgap/KeysChests-v0": 1_500_000,
-    "capgap/LavaShift-v0": 1_000_000,
-    "capgap/MonsterShields-v0": 1_000_000,
-}
-"""...and one here: the env's declared training budget in env steps, what the default rung needs
-to learn it (train A >= 0.9, shown by the learned certificate, ``capgap certify --learned``).
-It is the default ``--total-steps`` of ``capgap train`` and ``capgap sweep`` on that env."""
-
-CONTROL_ENVS = frozenset({"capgap/LavaShift-v0"})
-"""Envs with no proxy (a pure capability shift): their certificate checks the goal-seeker only."""
+"""Every registered env id and its task. Register a new task here (and import it above)."""
 
 DEFAULT_ENV = "capgap/CheeseCorner-v0"
 
@@ -95,8 +80,6 @@ def make_core(env_id: str, num_envs: int, split: str = "train", num_levels: int 
 
 __all__ = [
     "ACTIONS",
-    "BUDGETS",
-    "CONTROL_ENVS",
     "DEFAULT_ENV",
     "GOAL",
     "NEITHER",

@@ -48,6 +48,10 @@ class CheeseCorner(Task):
 
     name = "CheeseCorner"
     channels = ("wall", "agent", "cheese")
+    goal_plane = "cheese"
+    goal_cells = True
+    ci_bar = 0.55
+    digests = {"train": "2117b433921a62dc", "test": "0366369e1e12212e"}
     extras = ("proxy_active",)
 
     size: int = 9

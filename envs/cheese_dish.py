@@ -56,6 +56,11 @@ class CheeseDish(Task):
 
     name = "CheeseDish"
     channels = ("wall", "agent", "cheese", "dish")
+    budget = 4_000_000
+    goal_plane = "cheese"
+    goal_cells = True
+    ci_bar = 0.42
+    digests = {"train": "dadbfea1aa0b0180", "test": "f95a829d283bc04f"}
     extras = ("proxy_active",)
 
     size: int = 9

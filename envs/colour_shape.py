@@ -60,6 +60,8 @@ class ColourShape(Task):
 
     name = "ColourShape"
     channels = ("wall", "agent", *SHAPES, *COLOURS)
+    ci_bar = 0.6
+    digests = {"train": "f737a0cacc1ce9b7", "test": "3c27c144b2ce48fd"}
 
     size: int = 9
     max_steps: int = 32

@@ -121,6 +121,8 @@ class FollowLeader(Task):
 
     name = "FollowLeader"
     channels = ("wall", "agent", "leader", "trail", "target")
+    ci_bar = 0.7
+    digests = {"train": "85ae77c9308c1af1", "test": "938c2bd3fd6552db"}
     extras = ("proxy_active", "target", "dest", "step")
 
     size: int = 9

@@ -60,6 +60,10 @@ class KeysChests(Task):
 
     name = "KeysChests"
     channels = ("wall", "agent", "key", "chest", "held")
+    budget = 1_500_000
+    goal_plane = "chest"
+    ci_bar = 0.65
+    digests = {"train": "a85ee699c20c1f50", "test": "d216e0263587598b"}
     extras = ("held", "keys_left", "chests_left", "openable")
 
     size: int = 9

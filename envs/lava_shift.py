@@ -44,6 +44,8 @@ class LavaShift(Task):
 
     name = "LavaShift"
     channels = ("wall", "agent", "goal", "lava")
+    control = True
+    digests = {"train": "bbf8d506f5bbbd76", "test": "0484f5f667d16ffc"}
 
     size: int = 9
     max_steps: int = 64

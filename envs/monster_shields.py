@@ -101,6 +101,8 @@ class MonsterShields(Task):
 
     name = "MonsterShields"
     channels = ("wall", "agent", "apple", "shield", "monster", "held")
+    ci_bar = 0.44
+    digests = {"train": "cfebaac4d2332364", "test": "5b0168fcbbc87b28"}
 
     size: int = 9
     max_steps: int = 36

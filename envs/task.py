@@ -211,6 +211,30 @@ class Task:
     extras: ClassVar[tuple[str, ...]] = ()
     """Names of the per-env integer state the task keeps in ``core.extra`` (columns)."""
 
+    # ----- facts about the registered env (class attributes: every fact about an env lives in its file)
+    budget: ClassVar[int] = 1_000_000
+    """Declared training budget in env steps: what the default rung needs to learn the task at
+    default dials (train A >= 0.9, shown by ``capgap certify --learned``). The default
+    ``--total-steps`` of ``capgap train`` and ``capgap sweep``."""
+    control: ClassVar[bool] = False
+    """A control env: no proxy, a pure capability shift. Its certificate checks the goal-seeker only,
+    and its proxy rate is 0 by construction."""
+    goal_plane: ClassVar[str | None] = None
+    """The observation plane that shows the goal, for the inspection tools' probes and goal vectors
+    (``capgap inspect probe``, ``steer``, ``study``, ``train --inspect``); None: they do not apply."""
+    goal_cells: ClassVar[bool] = False
+    """The goal is one cell and the proxy is a set of cells, so decision squares (``capgap inspect
+    decision``) apply: cells where heading for one or the other is the agent's choice."""
+    ci_bar: ClassVar[float] = 0.5
+    """CI's short learned certificate (``tests/test_learned_certificate.py``): the train A the default
+    rung must reach after 253,952 steps, seed 0. Set it about half-way from the untrained network's
+    train A to what the full certificate's run reached at that step, so that an env that stops learning
+    fails."""
+    digests: ClassVar[dict[str, str]] = {}
+    """Split -> pinned digest of 300 random-action steps of 64 envs (``tests/test_rng.py``): levels and
+    rules are part of every published figure, so a change to either shows. ``make test`` prints the
+    digests of a new or changed env; paste them here, and say in the docstring why the env changed."""
+
     size: int = 13
     """Grid side in cells, border walls included."""
     max_steps: int = 256

@@ -41,7 +41,7 @@ def rows(env_id: str, dials: dict[str, int], rung: str, episodes: int) -> list[s
     scores["untrained"] = {k: float(np.mean([s[k] for s in init])) for k in ("C_test", "A_test", "proxy_test",
                                                                             "A_train")}
     out = []
-    name = env_id.split("/")[-1] + (" (control)" if env_id in E.CONTROL_ENVS else "")
+    name = env_id.split("/")[-1] + (" (control)" if E.task_class(env_id).control else "")
     for policy in ("random", "untrained", "goal", "proxy"):
         s = scores[policy]
         hat = refs.calibrate(s)

@@ -15,7 +15,7 @@ from capgap.envs import oracle
 @pytest.mark.parametrize("env_id", list(E.TASKS))
 def test_oracle_certificate(env_id: str) -> None:
     checks = oracle.certify(env_id, n=500, seed=0)
-    expected = 3 if env_id in E.CONTROL_ENVS else 7
+    expected = 3 if E.task_class(env_id).control else 7
     assert len(checks) == expected
     failed = [f"{c.name} = {c.value:.3f} (want {c.bound})" for c in checks if not c.ok]
     assert not failed, f"{env_id}: " + "; ".join(failed)

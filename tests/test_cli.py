@@ -15,8 +15,8 @@ def test_envs_lists_every_registered_env_with_its_dials(capsys: pytest.CaptureFi
         assert env_id in out
         for dial in cls.dials():
             assert f"{dial}=" in out
-    for budget in E.BUDGETS.values():  # each env's declared training budget
-        assert f"budget: {budget:,} env steps" in out
+    for cls in E.TASKS.values():  # each env's declared training budget
+        assert f"budget: {cls.budget:,} env steps" in out
     assert "capgap/LavaShift-v0  (control)" in out
 
 
@@ -38,14 +38,6 @@ def test_envs_shows_what_chance_scores(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["envs", "capgap/KeysChests-v0", "--rung", "huge"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.strip().count("\n") == 0 and "unknown rung 'huge'" in err  # before any listing
-
-
-def test_an_env_without_a_budget_needs_total_steps(monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.delitem(E.BUDGETS, "capgap/LavaShift-v0")
-    assert main(["train", "--env", "capgap/LavaShift-v0", "--out", "/nonexistent"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "declares no training budget; pass --total-steps" in err, err
 
 
 def test_show_prints_a_level(capsys: pytest.CaptureFixture[str]) -> None:

@@ -140,7 +140,7 @@ def test_outcome_schema_at_episode_end(env_id: str) -> None:
         assert info["outcome"] == "neither" or info["capability_score"] == 1.0
         assert isinstance(info["return"], float)
         seen.add(info["outcome"])
-    assert len(seen) >= 1 and (env_id not in E.CONTROL_ENVS or "proxy" not in seen), seen
+    assert len(seen) >= 1 and (not E.task_class(env_id).control or "proxy" not in seen), seen
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

@@ -46,25 +46,6 @@ def test_choose_distinct_picks_are_distinct_true_entries() -> None:
     assert sorted(out[0]) == [1, 4, 7] and out[1].tolist() == [2, -1, -1] and out[2].tolist() == [-1, -1, -1]
 
 
-PINNED = {
-    # (env, split): digest of 300 random-action steps of 64 envs (observations, rewards, ends, outcomes)
-    ("capgap/CheeseCorner-v0", "train"): "2117b433921a62dc",
-    ("capgap/CheeseCorner-v0", "test"): "0366369e1e12212e",
-    ("capgap/CheeseDish-v0", "train"): "dadbfea1aa0b0180",
-    ("capgap/CheeseDish-v0", "test"): "f95a829d283bc04f",
-    ("capgap/ColourShape-v0", "train"): "f737a0cacc1ce9b7",
-    ("capgap/ColourShape-v0", "test"): "3c27c144b2ce48fd",
-    ("capgap/FollowLeader-v0", "train"): "85ae77c9308c1af1",
-    ("capgap/FollowLeader-v0", "test"): "938c2bd3fd6552db",
-    ("capgap/KeysChests-v0", "train"): "a85ee699c20c1f50",
-    ("capgap/KeysChests-v0", "test"): "d216e0263587598b",
-    ("capgap/LavaShift-v0", "train"): "bbf8d506f5bbbd76",
-    ("capgap/LavaShift-v0", "test"): "0484f5f667d16ffc",
-    ("capgap/MonsterShields-v0", "train"): "cfebaac4d2332364",
-    ("capgap/MonsterShields-v0", "test"): "5b0168fcbbc87b28",
-}
-
-
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 """The engine is device-agnostic: on a machine with a GPU the same trajectories are checked there."""
 
@@ -89,8 +70,14 @@ def trajectory_digest(env_id: str, split: str, device: str = "cpu") -> str:
 @pytest.mark.parametrize("device", DEVICES)
 def test_trajectories_are_pinned(env_id: str, split: str, device: str) -> None:
     """Levels and rules are part of every published figure: a speed-up must not change a single
-    step. A deliberate change of an env (or a new env) updates its digest here, and says so."""
+    step. A deliberate change of an env (or a new env) pins its digests in its class, and says so."""
     digest = trajectory_digest(env_id, split, device)
-    assert PINNED.get((env_id, split)) == digest, (
-        f"{env_id} {split} plays differently: digest {digest}, pinned {PINNED.get((env_id, split))}. If the "
-        "change is deliberate (the results in the README and docs/results.md then need rerunning), pin the new digest")
+    cls = E.task_class(env_id)
+    pinned = cls.digests.get(split)
+    if pinned is None:
+        pins = {s: trajectory_digest(env_id, s, device) for s in ("train", "test")}
+        pytest.fail(f"{env_id} pins no digest for its {split} split: add `digests = {pins!r}` to class {cls.__name__}")
+    assert pinned == digest, (
+        f"{env_id} {split} plays differently: digest {digest}, pinned {pinned} ({cls.__name__}.digests). If the "
+        "change is deliberate (the results in the README and docs/results.md then need rerunning), pin the new "
+        "digest and say why in the env's docstring")

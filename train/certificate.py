@@ -2,7 +2,7 @@
 
 The oracle certificate (``capgap certify``) shows that an env *can* separate goal from proxy.
 This one shows that PPO *does* learn it and then misgeneralises: for each env it trains the
-default rung at the env's declared budget (``capgap.envs.BUDGETS``, shown by ``capgap envs``)
+default rung at the env's declared budget (``Task.budget``, shown by ``capgap envs``)
 over several seeds, at the env's default dials (so ``p_disambiguate=0``), and checks the final
 evaluation (fresh levels of both splits):
 
@@ -78,7 +78,7 @@ class EnvResult:
 
     @property
     def control(self) -> bool:
-        return self.env in E.CONTROL_ENVS
+        return E.task_class(self.env).control
 
     @property
     def ok(self) -> bool:

@@ -45,10 +45,9 @@ def cmd_envs(argv: list[str]) -> None:
     for env_id in a.env or list(E.TASKS):
         cls = E.task_class(env_id)
         summary = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"{env_id}{'  (control)' if env_id in E.CONTROL_ENVS else ''}\n  {summary}")
+        print(f"{env_id}{'  (control)' if cls.control else ''}\n  {summary}")
         print(f"  planes: {', '.join(cls.channels)}")
-        budget = E.BUDGETS.get(env_id)
-        print(f"  budget: {budget:,} env steps (the default --total-steps)" if budget else "  budget: not declared")
+        print(f"  budget: {cls.budget:,} env steps (the default --total-steps)")
         print("  dials:  " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)))
         if not a.no_chance:
             from capgap.eval import chance

@@ -44,7 +44,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from capgap import rundir
 from capgap.agents import FAMILIES, ActorCritic, build
 from capgap.agents.stack import SeedStack
-from capgap.envs import BUDGETS, DEFAULT_ENV, OUTCOMES, CapgapError, make_core, parse_dials, task_class
+from capgap.envs import DEFAULT_ENV, OUTCOMES, CapgapError, make_core, parse_dials, task_class
 from capgap.eval import chance
 from capgap.eval.inspect import PROBE_ENVS, inspection_record, training_summary
 from capgap.eval.records import run_meta, split_key, tag
@@ -131,14 +131,10 @@ class Args:
 
 
 def with_budget(args: Args) -> Args:
-    """``args`` with ``total_steps`` 0 replaced by the env's declared budget (``capgap.envs.BUDGETS``)."""
+    """``args`` with ``total_steps`` 0 replaced by the env's declared budget (``Task.budget``)."""
     if args.total_steps:
         return args
-    task_class(args.env)  # a one-line error for an unknown env
-    if args.env not in BUDGETS:
-        raise CapgapError(f"{args.env} declares no training budget; pass --total-steps, or add the env to "
-                          "capgap.envs.BUDGETS")
-    return dataclasses.replace(args, total_steps=BUDGETS[args.env])
+    return dataclasses.replace(args, total_steps=task_class(args.env).budget)  # one line for an unknown env
 
 
 def check_args(args: Args) -> None:
