@@ -1,0 +1,38 @@
+"""One way to print a number with its interval, and one way to build a markdown table.
+
+Every table capgap writes (``capgap report``, the mitigation tables, the certificate, the inspect
+study) goes through these two functions, so "mean [lo, hi]" reads the same everywhere::
+
+    from capgap.eval.table import ci, markdown
+
+    ci(0.712, 0.70, 0.73)            # '0.71 [0.70, 0.73]'
+    ci(0.712, 0.70, 0.73, n=1)       # '0.71 (1 seed)': one seed has no interval
+    ci(float("nan"), 0, 0)           # 'n/a'
+    markdown(["env", "C"], [["CheeseCorner", ci(0.9, 0.8, 1.0)]])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+
+def ci(mean: float, lo: float, hi: float, digits: int = 2, n: int | None = None) -> str:
+    """``mean [lo, hi]`` to ``digits`` decimals; ``n=1`` prints ``mean (1 seed)`` (no interval to
+    show), a NaN mean prints ``n/a``."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if n == 1:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def markdown(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """The lines of a markdown table: the header, its rule, one line per row (cells ``str()``-ed)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(c) for c in row]
+        if len(cells) != len(header):
+            raise ValueError(f"a table row has {len(cells)} cells for {len(header)} columns: {cells}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
