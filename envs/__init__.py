@@ -58,10 +58,21 @@ TASKS: dict[str, type[Task]] = {
 
 DEFAULT_ENV = "capgap/CheeseCorner-v0"
 
-for _id, _task in TASKS.items():
-    if _id not in gym.registry:
-        gym.register(id=_id, entry_point=functools.partial(CapgapEnv, _task),
-                     vector_entry_point=functools.partial(CapgapVectorEnv, _task), disable_env_checker=False)
+
+
+def register(env_id: str, task: type[Task]) -> None:
+    """Make ``task`` the env ``env_id``: in ``TASKS`` (capgap's registry: ``capgap train --env``, the
+    test suite's parametrised checks) and in gymnasium's (``gym.make``, ``gym.make_vec``). The
+    package registers every task of ``TASKS`` on import; call it yourself for a task defined
+    elsewhere (a notebook, a plug-in) instead of editing ``TASKS``."""
+    TASKS[env_id] = task
+    if env_id not in gym.registry:
+        gym.register(id=env_id, entry_point=functools.partial(CapgapEnv, task),
+                     vector_entry_point=functools.partial(CapgapVectorEnv, task), disable_env_checker=False)
+
+
+for _id, _task in list(TASKS.items()):
+    register(_id, _task)
 
 
 def task_class(env_id: str) -> type[Task]:
@@ -108,5 +119,6 @@ __all__ = [
     "make_core",
     "observation_space",
     "parse_dials",
+    "register",
     "task_class",
 ]

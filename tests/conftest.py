@@ -1,10 +1,18 @@
-"""Shared test setup: one torch thread per test process (pytest-xdist runs one process per core)."""
+"""Shared test setup: one torch thread per test process (pytest-xdist runs one process per core).
+
+With ``CAPGAP_DOCS_ENV=1`` the worked example of docs/adding_an_env.md is registered before the
+tests are collected, exactly as the doc says to register it, so every env-parametrised test runs
+on it too (``tests/test_docs.py`` runs the suite so)."""
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
+import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +20,29 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+DOCS_EXAMPLE = Path(__file__).parent.parent / "docs" / "adding_an_env.md"
+
+
+def register_docs_example() -> str:
+    """Load the doc's env file (its first python block) as the module its first line names, and
+    register it by the doc's ``TASKS`` line; returns the env id."""
+    import capgap.envs as E
+
+    blocks = re.findall(r"```python\n(.*?)```", DOCS_EXAMPLE.read_text(), re.S)
+    source, registration = blocks[0], blocks[1]
+    name = re.match(r"# envs/(\w+)\.py", source).group(1)
+    module = types.ModuleType(f"capgap.envs.{name}")
+    module.__package__ = "capgap.envs"
+    sys.modules[module.__name__] = module  # dataclasses look the module up
+    exec(compile(source, str(DOCS_EXAMPLE), "exec"), module.__dict__)
+    env_id, cls = re.search(r'"(capgap/\w+-v\d+)": (\w+),', registration).groups()
+    E.register(env_id, getattr(module, cls))
+    return env_id
+
+
+if os.environ.get("CAPGAP_DOCS_ENV"):
+    register_docs_example()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

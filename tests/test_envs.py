@@ -270,8 +270,9 @@ def test_bad_input_gets_a_one_line_error(kwargs: dict, message: str) -> None:
 
 
 def test_unknown_env_id() -> None:
-    with pytest.raises(E.DialError, match=r"^unknown env 'capgap/Cheese-v0'; registered envs: capgap/CheeseCorner-v0"):
+    with pytest.raises(E.DialError, match=r"^unknown env 'capgap/Cheese-v0'; registered envs: ") as err:
         E.make_core("capgap/Cheese-v0", 4)
+    assert all(env_id in str(err.value) for env_id in E.TASKS)  # every registered env, in any order
     with pytest.raises(gym.error.Error):
         gym.make("capgap/Cheese-v0")
 
