@@ -29,7 +29,6 @@ train A after repair says whether the fix cost capability.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -42,6 +41,8 @@ import numpy as np
 
 from capgap.envs import parse_dials
 from capgap.eval.metrics import LEARNED, mean_ci, per_seed
+from capgap.eval.table import ci
+from capgap.eval.table import markdown as table
 
 RETAINED = 0.8
 """Goal retention A_test / A_train at or above which misgeneralisation counts as fixed."""
@@ -203,10 +204,9 @@ def learning_steps(run_dirs: Iterable[Path]) -> dict[tuple[str, str, int], int |
         config = rundir.read_config(run)
         if not config.get("init_from"):
             continue
-        evals = rundir.source_dir(config["init_from"]) / "evals.jsonl"
-        if not evals.exists():
+        rows = rundir.read_evals(rundir.source_dir(config["init_from"]))
+        if not rows:
             continue
-        rows = [json.loads(line) for line in evals.read_text().splitlines() if line.strip()]
         steps = sorted(r["step"] for r in rows if r["split"] == "train" and r["A"] >= LEARNED)
         out[(config["env"], rung_of(config["rung"]).name, int(config["seed"]))] = steps[0] if steps else None
     return out
@@ -222,10 +222,7 @@ def _x(x: float) -> str:
 
 
 def _ci(m: tuple[float, float, float], n: int) -> str:
-    mean, lo, hi = m
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.2f} (1 seed)" if n == 1 else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+    return ci(*m, n=n)
 
 
 def format_threshold(t: tuple[float, float, float], xs: list[float]) -> str:
@@ -281,7 +278,7 @@ def markdown(curve_list: list[Curve], learned: dict[tuple[str, str, int], int | 
         if repair:
             head += ["train C before → after (at k*, else the largest k)", "repair steps", "scratch steps",
                      "repair / scratch"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         for c in cs:
             s = summary(c, learned)
             arm = ",".join(p for p in c.rest.split(",") if p and not p.startswith("init_from="))
@@ -294,19 +291,21 @@ def markdown(curve_list: list[Curve], learned: dict[tuple[str, str, int], int | 
                           _steps(s["repair_steps"]),
                           _steps(s["scratch_steps"]) + (f" ({reached}/{n} seeds)" if reached < n else ""),
                           "n/a" if math.isnan(s["cost_ratio"]) else f"{s['cost_ratio']:.2f}"]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append(cells)
+        lines += table(head, rows)
         lines += ["", "x* is inf (\"> max\") where no value of the grid reached the bar. *not learned*: the "
                   f"baseline's train A < {LEARNED}, so its test failures are not goal misgeneralisation.", ""]
         for c in cs:
             lines += [f"### {c.env.split('/')[-1]} · {c.rung} ({c.params:,} params)" + (f" · {c.rest}" if c.rest
                                                                                           else ""), ""]
             head = [axis, "seeds", *POINT_METRICS, "test A min–max", "seeds goal > proxy"]
-            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            rows = []
             for label, p in ([("before", c.before)] if c.before else []) + [(_x(p.x), p) for p in c.points]:
                 n = len(p.seeds)
                 lo, hi, goal = p.spread()
-                lines.append("| " + " | ".join([label, str(n), *(_ci(p.ci(m), n) for m in POINT_METRICS),
-                                                f"{lo:.2f}–{hi:.2f}", f"{goal}/{n}"]) + " |")
+                rows.append([label, str(n), *(_ci(p.ci(m), n) for m in POINT_METRICS), f"{lo:.2f}–{hi:.2f}",
+                             f"{goal}/{n}"])
+            lines += table(head, rows)
             lines.append("")
     return "\n".join(lines)
 
@@ -321,9 +320,8 @@ def _steps(v: float) -> str:
 def plot(curve_list: list[Curve]) -> Any:
     """Per curve a panel of test C, test A and test proxy (with CI bands) against the axis
     (symlog x, so that 0 shows), the threshold as a dotted line."""
-    from capgap.eval.report import DPI, _grid
-
-    fig, axs = _grid(len(curve_list))
+    from capgap.eval.figures import DPI, grid
+    fig, axs = grid(len(curve_list))
     for ax, c in zip(axs, curve_list, strict=False):
         xs = np.array([p.x for p in c.points])
         for m, colour in (("C_test", "tab:blue"), ("A_test", "tab:orange"), ("proxy_test", "tab:red")):
@@ -348,7 +346,7 @@ def plot_thresholds(curve_list: list[Curve]) -> Any:
     thresholds drawn at the top of the grid with an open marker."""
     from matplotlib.figure import Figure
 
-    from capgap.eval.report import DPI
+    from capgap.eval.figures import DPI
 
     fig = Figure(figsize=(6.5, 4.2), dpi=DPI, layout="constrained")
     ax = fig.subplots()
@@ -369,3 +367,32 @@ def plot_thresholds(curve_list: list[Curve]) -> Any:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6)
     return fig
+
+
+def write_mitigation(records: list[dict[str, Any]], out_dir: Path,
+                     run_dirs: list[Path] = ()) -> tuple[str, dict[str, Path]]:
+    """When the sweep is a mitigation study (its trials differ along a
+    numeric dial or setting), write ``mitigation.md``, ``mitigation.png`` (C, A, proxy against the
+    axis) and ``thresholds.png`` (the threshold against parameters) into ``out_dir``; returns the
+    markdown ("" when it is not a study) and the files written. ``run_dirs`` lets a repair study
+    find its source runs' cost of learning from scratch."""
+    groups = seed_metrics(records)
+    found = [c for axis in axes(groups) for c in curves(records, axis)]
+    if not found:
+        return "", {}
+    md = "# Mitigation study\n\n" + markdown(found, learning_steps(run_dirs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"mitigation_md": out_dir / "mitigation.md", "mitigation": out_dir / "mitigation.png",
+             "thresholds": out_dir / "thresholds.png"}
+    paths["mitigation_md"].write_text(md, encoding="utf-8")
+    figs = {"mitigation": plot(found), "thresholds": plot_thresholds(found)}
+    from torch.utils.tensorboard import SummaryWriter
+
+    from capgap.eval.figures import DPI, rgb
+
+    with SummaryWriter(str(out_dir / "tensorboard")) as w:  # beside the report's plots and text
+        for name, fig in figs.items():
+            fig.savefig(paths[name], dpi=DPI)
+            w.add_image(f"plots/{name}", rgb(fig), 0, dataformats="HWC")
+        w.add_text("mitigation", md)
+    return md, paths

@@ -38,11 +38,12 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
+from capgap.eval.figures import DPI, grid, log_x, rgb
 from capgap.eval.metrics import BASELINE_METRICS, CALIBRATED_METRICS, LEARNED, ROW_KEYS, final_rows
+from capgap.eval.table import ci
+from capgap.eval.table import markdown as table
 
 TABLE_METRICS: tuple[str, ...] = (
     *CALIBRATED_METRICS, "C_test", "A_test", "gap_test", "C_train", "A_train", "transfer", "retention", "proxy_test",
@@ -63,18 +64,12 @@ the goal probe on proxy-ending test episodes at the policy head's input beside t
 network on the same episodes and their difference (the evidence), the forecast's AUROC at its best
 internal layer beside the untrained network's best and their difference (the evidence), and its
 behaviour-only and level-only baselines."""
-DPI = 110
 
 
 def fmt_ci(row: dict[str, Any], metric: str) -> str:
     """``"0.83 [0.79, 0.87]"``: the metric's mean and 95% CI over seeds to two decimals; with one
     seed there is no CI and the cell says so (``"0.83 (1 seed)"``); ``"n/a"`` when the mean is NaN."""
-    m, lo, hi = row[metric], row[metric + "_lo"], row[metric + "_hi"]
-    if m is None or math.isnan(m):
-        return "n/a"
-    if row.get("n_seeds", 0) == 1:
-        return f"{m:.2f} (1 seed)"
-    return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+    return ci(row[metric], row[metric + "_lo"], row[metric + "_hi"], n=row.get("n_seeds"))
 
 
 def fmt_baseline(row: dict[str, Any], policy: str) -> str:
@@ -113,13 +108,9 @@ def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep",
     header = ["rung", "params", "step", "seeds", *TABLE_METRICS, "random", "untrained", "flag"]
     for (env, dials), panel in _panels(final_rows(rows)).items():
         lines += [f"## {env}", "", f"dials: `{dials}`" if dials else "dials: default", ""]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for r in panel:
-            cells = [r["rung"], f"{r['params']:,}", f"{r['step']:,}", str(r["n_seeds"])]
-            cells += [fmt_ci(r, m) for m in TABLE_METRICS]
-            cells += [fmt_baseline(r, "random"), fmt_baseline(r, "untrained")]
-            cells.append(learned_flag(r))
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += table(header, [[r["rung"], f"{r['params']:,}", f"{r['step']:,}", str(r["n_seeds"]),
+                                 *(fmt_ci(r, m) for m in TABLE_METRICS), fmt_baseline(r, "random"),
+                                 fmt_baseline(r, "untrained"), learned_flag(r)] for r in panel])
         lines += ["", "Plots (panel for this env and dials): " + ", ".join(f"`{p}.png`" for p in PLOTS), ""]
     lines += ["Cells are mean [95% bootstrap CI] over seeds; n/a where undefined (see `capgap.eval.metrics`). "
               "C_hat, A_hat, proxy_hat: the test split calibrated against chance (0 = uniform-random play on the "
@@ -133,10 +124,8 @@ def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep",
         header = ["rung", "step", "seeds", *INSPECT_METRICS]
         for (env, dials), panel in _panels(final_rows(inspect_rows)).items():
             lines += [f"## {env}", "", f"dials: `{dials}`" if dials else "dials: default", ""]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            for r in panel:
-                lines.append("| " + " | ".join([r["rung"], f"{r['step']:,}", str(r["n_seeds"]),
-                                                *(_ci_or_na(r, m) for m in INSPECT_METRICS)]) + " |")
+            lines += table(header, [[r["rung"], f"{r['step']:,}", str(r["n_seeds"]),
+                                     *(_ci_or_na(r, m) for m in INSPECT_METRICS)] for r in panel])
             lines += ["", "Curves: `inspect_curves.png`; every layer: `inspect.csv`.", ""]
         lines += ["A_ds: P(goal step | decision square); probe/head: goal-probe accuracy on test episodes that end "
                   "in proxy, at the layer the policy head reads, beside the run's untrained network on the same "
@@ -176,27 +165,6 @@ def table_text(rows: list[dict[str, Any]], inspect_rows: list[dict[str, Any]] | 
 # ---------------------------------------------------------------- plots
 
 
-def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list[Axes]]:
-    """A figure with one axes per panel (at least one), three to a row; spare axes hidden."""
-    n = max(n, 1)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows), dpi=DPI, layout="constrained")
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
-def _log_x(ax: Axes, x: np.ndarray) -> None:
-    """Log x axis with limits set from the parameter counts, so a panel whose scores are all NaN still draws."""
-    positive = x[np.isfinite(x) & (x > 0)]
-    if positive.size:
-        ax.set_xscale("log")
-        ax.set_xlim(positive.min() / 2, positive.max() * 2)
-        ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
-
-
 def _note_if_empty(ax: Axes, panel: list[dict[str, Any]]) -> None:
     """Say so on a panel with no test-split scores (rather than leaving it blank)."""
     if all(math.isnan(r["C_test"]) and math.isnan(r["A_test"]) for r in panel):
@@ -210,7 +178,7 @@ def _col(rows: list[dict[str, Any]], key: str) -> np.ndarray:
 def plot_ca_vs_params(rows: list[dict[str, Any]]) -> Figure:
     """C_test and A_test of the final rows against parameter count (log x), with CI bands."""
     panels = _panels(final_rows(rows))
-    fig, axes = _grid(len(panels))
+    fig, axes = grid(len(panels))
     for ax, ((env, dials), panel) in zip(axes, panels.items(), strict=False):
         panel = sorted(panel, key=lambda r: r["params"])
         x = _col(panel, "params")
@@ -218,7 +186,7 @@ def plot_ca_vs_params(rows: list[dict[str, Any]]) -> Figure:
             ax.plot(x, _col(panel, m), "o-", color=colour, label=m)
             ax.fill_between(x, _col(panel, m + "_lo"), _col(panel, m + "_hi"), color=colour, alpha=0.2)
             ax.plot(x, _col(panel, f"random_{m}"), ":", color=colour, label=f"{m}, uniform random")
-        _log_x(ax, x)
+        log_x(ax, x)
         _note_if_empty(ax, panel)
         ax.set(ylim=(-0.05, 1.05), xlabel="parameters", ylabel="score (test split)")
         ax.set_title(_panel_title(env, dials), fontsize=8)
@@ -233,7 +201,7 @@ def _curves_by_rung(rows: list[dict[str, Any]], series: tuple[tuple[str, str, st
     """One panel per (env, dials): each ``(metric, line style, label)`` of ``series`` against env
     steps, one colour per rung; a metric some row lacks is left out of that rung's lines."""
     panels = _panels(rows)
-    fig, axes = _grid(len(panels))
+    fig, axes = grid(len(panels))
     cmap = colormaps["viridis"]
     top = max((r["rung_index"] for r in rows), default=1) or 1
     for ax, ((env, dials), panel) in zip(axes, panels.items(), strict=False):
@@ -275,7 +243,7 @@ def plot_gap_vs_size(rows: list[dict[str, Any]]) -> Figure:
         ax.errorbar(_col(panel, "params"), y, yerr=err, fmt="o-", capsize=3,
                     label=f"{env.split('/')[-1]} {dials}".strip()[:70])
     ax.axhline(0, color="grey", lw=0.8)
-    _log_x(ax, _col(final, "params"))
+    log_x(ax, _col(final, "params"))
     ax.set(xlabel="parameters", ylabel="gap_test = C_test − A_test")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
@@ -287,13 +255,6 @@ def plot_inspect_curves(inspect_rows: list[dict[str, Any]]) -> Figure:
     (solid) and the forecast's best-layer AUROC (dashed) against env steps, one colour per rung."""
     series = (("probe/head", ".-", "probe/head"), ("forecast/best", ".--", "forecast/best"))
     return _curves_by_rung(inspect_rows, series, "probe accuracy / AUROC", note_empty=False)
-
-
-def _rgb(fig: Figure) -> np.ndarray:
-    """The figure rendered to an (H, W, 3) uint8 array."""
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 # ---------------------------------------------------------------- files
@@ -320,7 +281,7 @@ def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: 
         shutil.rmtree(tb_dir)
     with SummaryWriter(str(tb_dir)) as w:
         for name, fig in figs.items():
-            w.add_image(f"plots/{name}", _rgb(fig), 0, dataformats="HWC")
+            w.add_image(f"plots/{name}", rgb(fig), 0, dataformats="HWC")
         w.add_text("report", md)
 
     by_run: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -402,32 +363,3 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap
     paths["tensorboard"] = out_dir / "tensorboard"
     _write_tensorboard(rows, figs, md, paths["tensorboard"], inspect_rows)
     return paths
-
-
-def write_mitigation(records: list[dict[str, Any]], out_dir: Path,
-                     run_dirs: list[Path] = ()) -> tuple[str, dict[str, Path]]:
-    """When the sweep is a mitigation study (``capgap.eval.mitigation``: its trials differ along a
-    numeric dial or setting), write ``mitigation.md``, ``mitigation.png`` (C, A, proxy against the
-    axis) and ``thresholds.png`` (the threshold against parameters) into ``out_dir``; returns the
-    markdown ("" when it is not a study) and the files written. ``run_dirs`` lets a repair study
-    find its source runs' cost of learning from scratch."""
-    from capgap.eval import mitigation
-
-    groups = mitigation.seed_metrics(records)
-    curves = [c for axis in mitigation.axes(groups) for c in mitigation.curves(records, axis)]
-    if not curves:
-        return "", {}
-    md = "# Mitigation study\n\n" + mitigation.markdown(curves, mitigation.learning_steps(run_dirs))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"mitigation_md": out_dir / "mitigation.md", "mitigation": out_dir / "mitigation.png",
-             "thresholds": out_dir / "thresholds.png"}
-    paths["mitigation_md"].write_text(md, encoding="utf-8")
-    figs = {"mitigation": mitigation.plot(curves), "thresholds": mitigation.plot_thresholds(curves)}
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(out_dir / "tensorboard")) as w:  # beside the report's plots and text
-        for name, fig in figs.items():
-            fig.savefig(paths[name], dpi=DPI)
-            w.add_image(f"plots/{name}", _rgb(fig), 0, dataformats="HWC")
-        w.add_text("mitigation", md)
-    return md, paths

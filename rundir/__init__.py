@@ -227,6 +227,27 @@ def is_done(run_dir: Path) -> bool:
     return (run_dir / "done.json").exists()
 
 
+def read_done(run_dir: Path) -> dict[str, Any]:
+    """A finished run's summary (``done.json``: its last step, wall time, C and A of both splits),
+    with a one-line error naming the file when it is missing or unreadable."""
+    path = run_dir / "done.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{run_dir} has not finished (no done.json); run its command again to finish it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is corrupt ({e}); delete it and run the run's command again") from None
+
+
+def read_evals(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's live evaluations (``evals.jsonl``: one line per step and split with C, A, proxy, ...);
+    [] when it has none yet."""
+    path = run_dir / "evals.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def discard_unsaved(run_dir: Path) -> None:
     """Before a fresh start: remove what a process that died before its first checkpoint logged
     (events, ``evals.jsonl``, episode files), so that the new start does not log step 0 twice."""

@@ -35,8 +35,6 @@ The trials are one sweep (``<out>/runs``, resumable like any sweep); the table l
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +44,8 @@ from capgap import envs as E
 from capgap import rundir
 from capgap.eval import chance
 from capgap.eval.metrics import LEARNED, load_episodes, mean_ci, per_seed
+from capgap.eval.table import ci
+from capgap.eval.table import markdown as table
 from capgap.train.ppo import Args, config_of
 from capgap.train.sweep import Sweep, run_sweep
 
@@ -118,7 +118,7 @@ def results(sweep: Sweep) -> list[EnvResult]:
     by_key: dict[tuple[str, str], EnvResult] = {}
     for trial in sweep.trials():
         run_dir = Path(trial.out) / rundir.run_name(config_of(trial))
-        done = json.loads((run_dir / "done.json").read_text())
+        done = rundir.read_done(run_dir)
         records = load_episodes([rundir.episodes_path(run_dir, done["global_step"])])
         splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
         for r in records:
@@ -150,8 +150,7 @@ def chance_results(envs: list[str], rung: str, family: str = "conv",
 
 
 def _cell(res: EnvResult, metric: str) -> str:
-    m, lo, hi = res.stat(metric)
-    return "n/a" if math.isnan(m) else f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
+    return ci(*res.stat(metric))
 
 
 TABLE = ("A_train", "C_test", "A_test", "proxy_test", "C_hat_test", "A_hat_test", "proxy_hat_test")
@@ -159,17 +158,17 @@ TABLE = ("A_train", "C_test", "A_test", "proxy_test", "C_hat_test", "A_hat_test"
 
 
 def _table(res: list[EnvResult]) -> list[str]:
-    lines = ["| env | policy | rung | budget | seeds | train A | test C | test A | test proxy | test Ĉ | test Â | "
-             "test proxŷ | verdict |", "|---|---|---|---:|---|" + "---:|" * len(TABLE) + "---|"]
+    header = ["env", "policy", "rung", "budget", "seeds", "train A", "test C", "test A", "test proxy", "test Ĉ",
+              "test Â", "test proxŷ", "verdict"]
+    rows = []
     for r in res:
         name = r.env.split("/")[-1] + (" (control)" if r.control else "")
         verdict = "ok" if r.ok else "FAIL: " + "; ".join(f"{w} = {v:.2f}, want {b}" for w, v, b, ok in r.checks
                                                          if not ok)
         cells = ["n/a" if r.control and m.startswith("proxy") else _cell(r, m) for m in TABLE]
         budget = f"{r.budget / 1e6:g}M" if r.budget else "-"
-        lines.append(f"| {name} | {r.policy} | {r.rung} | {budget} | {','.join(map(str, r.seeds))} | "
-                     + " | ".join(cells) + f" | {verdict} |")
-    return lines
+        rows.append([name, r.policy, r.rung, budget, ",".join(map(str, r.seeds)), *cells, verdict])
+    return table(header, rows)
 
 
 def markdown(res: list[EnvResult], wall_s: float | None = None, baselines: list[EnvResult] = ()) -> str:

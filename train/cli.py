@@ -279,7 +279,7 @@ def cmd_eval(argv: list[str]) -> None:
 def cmd_report(argv: list[str]) -> None:
     from pathlib import Path
 
-    from capgap.eval import chance, metrics, report
+    from capgap.eval import chance, metrics, mitigation, report
     from capgap.eval.evaluator import episode_files, find_runs
 
     p = argparse.ArgumentParser(prog="capgap report", description="Metrics with CIs over seeds, tables and plots.")
@@ -301,7 +301,7 @@ def cmd_report(argv: list[str]) -> None:
     out = Path(a.out) if a.out else paths[0] / "report"
     written = report.write_report(rows, out, inspect_rows=inspect_rows)
     print(report.table_text(rows, inspect_rows))
-    study, study_files = report.write_mitigation(records, out, runs)
+    study, study_files = mitigation.write_mitigation(records, out, runs)
     if study:
         print(study)
     written |= study_files

@@ -233,7 +233,7 @@ def run_trials(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Train trials that differ only in their seed as one batched group (``train_seeds``), resuming
     interrupted ones; the one function every backend runs. Returns each trial's summary."""
     args = [Args(**{**c, "dials": tuple(c["dials"])}) for c in configs]
-    return [{"run": d.name, **json.loads((d / "done.json").read_text())} for d in train_seeds(args)]
+    return [{"run": d.name, **rundir.read_done(d)} for d in train_seeds(args)]
 
 
 GROUP_MAX_PARAMS = 16_000
