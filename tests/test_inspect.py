@@ -304,15 +304,13 @@ def test_the_forecast_of_an_untrained_network_is_not_evidence() -> None:
     ~0.25 AUROC (any random feature map of the level forecasts as well as the level does), so
     best − pi would call it evidence. Beside an untrained control of another seed, on the same
     episodes and labels, the evidence figure best − control is ~0 and its CI includes 0."""
-    from capgap.train.inspect_cli import forecast_summary
-
     per_run = []
     for seed in range(4):
         agent = I.untrained(ENV, DIALS, "nano", "conv", 100 + seed)
         rows = I.forecast_run(agent, ENV, DIALS, fit=512, episodes=256, val_frac=0.2,
                               control=I.untrained(ENV, DIALS, "nano", "conv", seed))
         per_run.append([{"run": f"s{seed}", "env": ENV, "dials": "", "rung": "nano", **r} for r in rows])
-    _, (e,) = forecast_summary(per_run)
+    _, (e,) = I.forecast_summary(per_run)
     assert e["runs"] == 4 and e["best_minus_pi_lo"] > 0.15, e  # the old figure: large, with a CI far from 0
     assert abs(e["best_minus_control"]) < 0.02 and e["best_minus_control_lo"] <= 0 <= e["best_minus_control_hi"], e
     assert e["evidence"] == 0
