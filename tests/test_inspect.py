@@ -148,6 +148,36 @@ def test_unsupported_envs_are_one_line_errors() -> None:
         I.targets("capgap/LavaShift-v0", np.zeros((1, 3, 7, 7), np.uint8), {})
 
 
+def test_support_comes_from_the_task_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which tools apply to an env is read off its task class (``goal_plane``, ``goal_cells``), not off a
+    table of env ids: a registered task without a goal plane gets nothing (a one-line error listing the
+    supported envs of the registry), and a new task with both attributes gets every tool."""
+    from capgap.envs import TASKS, CheeseCorner
+
+    class Blind(CheeseCorner):
+        goal_plane = None
+        goal_cells = False
+
+    class Twin(CheeseCorner):
+        pass
+
+    monkeypatch.setitem(TASKS, "capgap/Blind-v0", Blind)
+    monkeypatch.setitem(TASKS, "capgap/Twin-v0", Twin)
+    obs = np.zeros((1, 3, 7, 7), np.uint8)
+    with pytest.raises(I.InspectError) as err:
+        I.probe_labels("capgap/Blind-v0", obs, DIALS)
+    assert str(err.value) == ("capgap/Blind-v0 has no goal cells to probe or steer toward; supported: "
+                              "capgap/CheeseCorner-v0, capgap/CheeseDish-v0, capgap/KeysChests-v0, capgap/Twin-v0")
+    with pytest.raises(I.InspectError, match="supported: capgap/CheeseCorner-v0, capgap/CheeseDish-v0, "
+                                             "capgap/Twin-v0$"):
+        I.targets("capgap/Blind-v0", obs, DIALS)
+    agent = build(ENV, "nano", "conv", **DIALS).eval()
+    assert I.training_summary(agent, "capgap/Blind-v0", DIALS) == {}
+    goal = I.decision_square_alignment(I.scripted_policy("capgap/Twin-v0", "goal", **DIALS), "capgap/Twin-v0",
+                                       DIALS, 64)
+    assert goal.A_ds == 1.0
+
+
 # ----- probes ------------------------------------------------------------------------------
 
 def _rows(rows: list[dict], target: str = "goal") -> dict[str, dict]:
