@@ -168,9 +168,9 @@ def test_support_comes_from_the_task_class(monkeypatch: pytest.MonkeyPatch) -> N
         I.probe_labels("capgap/Blind-v0", obs, DIALS)
     assert str(err.value) == ("capgap/Blind-v0 has no goal cells to probe or steer toward; supported: "
                               "capgap/CheeseCorner-v0, capgap/CheeseDish-v0, capgap/KeysChests-v0, capgap/Twin-v0")
-    with pytest.raises(I.InspectError, match="supported: capgap/CheeseCorner-v0, capgap/CheeseDish-v0, "
-                                             "capgap/Twin-v0$"):
+    with pytest.raises(I.InspectError) as err:
         I.targets("capgap/Blind-v0", obs, DIALS)
+    assert str(err.value).endswith("supported: capgap/CheeseCorner-v0, capgap/CheeseDish-v0, capgap/Twin-v0")
     agent = build(ENV, "nano", "conv", **DIALS).eval()
     assert I.training_summary(agent, "capgap/Blind-v0", DIALS) == {}
     goal = I.decision_square_alignment(I.scripted_policy("capgap/Twin-v0", "goal", **DIALS), "capgap/Twin-v0",
