@@ -13,6 +13,7 @@ vector env and a set of single envs with the same seeds play the very same level
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,28 @@ class FirstEpisodes:
 
     def numpy(self) -> dict[str, np.ndarray]:
         return {f: v.cpu().numpy() for f, v in self.stats.items()}
+
+
+def play_first_episodes(core: GridCore, act: Callable[[int, torch.Tensor], torch.Tensor],
+                        after: Callable[[int, torch.Tensor], None] | None = None) -> dict[str, np.ndarray]:
+    """Step ``core`` (made with ``autoreset=False`` and already reset) until each env's first episode
+    has ended: the one rollout loop of the evaluator, the inspection tools and the scripted oracles.
+
+    Before step ``t`` (0, 1, ...) it calls ``act(t, alive)`` for the (B,) actions, ``alive`` marking the
+    envs still in their first episode (the actions of the others move nothing that is counted); after
+    the step, ``after(t, alive)`` with the same mask, to record what the step did (``core.pos``, ...).
+    Returns :meth:`FirstEpisodes.numpy`: each env's first episode's statistics.
+    """
+    played = FirstEpisodes(core)
+    t = 0
+    while played.alive.any():
+        alive = played.alive.clone()
+        core.step(act(t, alive))
+        if after is not None:
+            after(t, alive)
+        played.update()
+        t += 1
+    return played.numpy()
 
 
 class LevelSource:

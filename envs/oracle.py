@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import task_class  # the package is initialised before any of its modules
-from .core import FirstEpisodes, GridCore
+from .core import GridCore, play_first_episodes
 from .task import OUTCOMES, Task
 
 _INF = 1 << 20
@@ -77,11 +77,7 @@ def run(task: Task, seek: str, split: str, n: int = 500, seed: int = 0) -> Oracl
     """Play one episode on each of n levels (env i seeded ``seed + i``) with a scripted agent."""
     core = GridCore(task, n, split, autoreset=False)
     core.reset(seed)
-    episodes = FirstEpisodes(core)
-    while episodes.alive.any():
-        core.step(act(core, seek))
-        episodes.update()
-    out = episodes.numpy()
+    out = play_first_episodes(core, lambda t, alive: act(core, seek))
     return OracleResult(out["ret"], out["outcome"].astype(np.int8), out["goal_score"], out["capability_score"])
 
 

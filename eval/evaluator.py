@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from capgap import rundir
-from capgap.envs import parse_dials
+from capgap.envs import parse_dials, task_class
 from capgap.eval.records import run_meta
 from capgap.eval.rollout import evaluate
 
@@ -54,13 +54,11 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
     inspect}: with ``inspect``, also inspect those of a finished run missing from its ``inspect.jsonl``."""
     import torch
 
-    from capgap.agents import build
-
     torch.set_num_threads(job.get("threads", 1))
     run_dir, episodes = Path(job["run_dir"]), job["episodes"]
     config = rundir.read_config(run_dir)
     dials = parse_dials(config["dials"])
-    agent = build(config["env"], config["rung"], config["family"], **dials).eval()  # each checkpoint loaded in
+    agent = rundir.build_agent(config)  # each checkpoint loaded in
     meta = run_meta(config, dials, agent.num_params(), rundir.run_name(config))
     split_dials = rundir.split_dials(config)
     written = 0
@@ -79,13 +77,14 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
 
 def inspect_run(run_dir: Path, agent: Any, config: dict[str, Any], dials: dict[str, Any], meta: dict[str, Any]) -> int:
     """Append to a finished run's ``inspect.jsonl`` the inspection of each checkpoint it lacks (a run
-    still training is left alone: its trainer owns the file). Returns how many were added."""
+    still training is left alone: its trainer owns the file; an env whose task has no ``goal_plane`` has
+    nothing to inspect). Returns how many were added."""
     import time
 
-    from capgap.eval.inspect import PROBE_ENVS, inspection_record, training_summary
-
-    if not rundir.is_done(run_dir) or config["env"] not in PROBE_ENVS:
+    if not rundir.is_done(run_dir) or task_class(config["env"]).goal_plane is None:
         return 0
+    from capgap.eval.inspect import inspection_record, training_summary
+
     path = run_dir / "inspect.jsonl"
     have = {json.loads(ln)["step"] for ln in path.read_text().splitlines() if ln.strip()} if path.exists() else set()
     added = 0

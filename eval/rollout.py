@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from capgap.envs import NEITHER, OUTCOMES, PROXY, make_core, render
-from capgap.envs.core import FirstEpisodes
+from capgap.envs.core import play_first_episodes
 from capgap.eval.records import SPLIT_METRICS, episode_record
 
 EVAL_SEED_BASE = 1 << 40
@@ -66,21 +66,23 @@ def evaluate(agent: torch.nn.Module, env_id: str, split: str, episodes: int, dia
     gen = torch.Generator(device=device).manual_seed(seed)
     s = core.size
     visits = torch.zeros(s * s, dtype=torch.float64, device=device)
-    played = FirstEpisodes(core)
     planes = core.obs[0].cpu().numpy().copy()
     path = [int(core.pos[0])]
-    visits.index_add_(0, core.pos, played.alive.double())
+    visits.index_add_(0, core.pos, torch.ones(episodes, dtype=torch.float64, device=device))
     actions = torch.zeros(episodes, dtype=torch.long, device=device)
-    while played.alive.any():
-        alive = played.alive.nonzero().squeeze(1)  # finished envs wait (their moves count nowhere)
-        logits, _ = agent(core.obs[alive])
-        actions[alive] = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
-        core.step(actions)
-        if played.alive[0]:
+
+    def act(t: int, alive: torch.Tensor) -> torch.Tensor:
+        idx = alive.nonzero().squeeze(1)  # finished envs wait (their moves count nowhere)
+        logits, _ = agent(core.obs[idx])
+        actions[idx] = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
+        return actions
+
+    def after(t: int, alive: torch.Tensor) -> None:
+        if alive[0]:
             path.append(int(core.pos[0]))
-        visits.index_add_(0, core.pos, played.alive.double())
-        played.update()
-    out = played.numpy()
+        visits.index_add_(0, core.pos, alive.double())
+
+    out = play_first_episodes(core, act, after)
     return EvalResult(
         split=split, outcome=out["outcome"].astype(np.int8), goal_score=out["goal_score"].astype(np.float32),
         capability_score=out["capability_score"].astype(np.float32), ret=out["ret"].astype(np.float32),

@@ -31,7 +31,8 @@ import numpy as np
 from capgap.envs import parse_dials
 from capgap.eval import chance
 from capgap.eval.rollout import evaluate
-from capgap.train.ppo import Args, agent_from_run, train
+from capgap.rundir import load_agent
+from capgap.train.ppo import Args, train
 
 ENV = "capgap/CheeseCorner-v0"
 
@@ -47,7 +48,7 @@ def measure(rung: str = "tiny", steps: int = 2_000_000, seeds: tuple[int, ...] =
             t0 = time.time()
             run = train(Args(env=ENV, rung=rung, seed=seed, total_steps=steps, dials=run_dials, out=out,
                              threads=threads, eval_every=steps // 8, progress=progress))
-            agent, _ = agent_from_run(run)
+            agent, _ = load_agent(run)
             m = {s: evaluate(agent, ENV, s, episodes, parse_dials(run_dials), seed=seed).metrics()
                  for s in ("train", "test")}
             done = json.loads((run / "done.json").read_text())

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from capgap.agents import rung
+from capgap.agents import build, rung
 from capgap.envs import CapgapError, parse_dials
 
 CHECKPOINT_FORMAT = 2
@@ -331,3 +331,22 @@ def load_checkpoint(path: Path, agent: torch.nn.Module | None = None) -> dict[st
             raise RunError(f"checkpoint {path} holds a different network than this run's config "
                            f"({ckpt.get('params', '?')} parameters); was the run dir reused?") from None
     return ckpt
+
+
+def build_agent(config: Mapping[str, Any]) -> torch.nn.Module:
+    """A run's network, untrained, in eval mode: the env, rung, family and dials of its ``config``."""
+    return build(config["env"], config["rung"], config["family"], **parse_dials(config["dials"])).eval()
+
+
+def load_agent(run_dir: Path | str, checkpoint: Path | str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A run's network at a checkpoint (default: its latest) in eval mode, and the run's config (its
+    ``dials`` parsed into a dict under ``config["dial_values"]``, the checkpoint's path under
+    ``config["checkpoint"]``). The one way to load an agent from a run dir."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    agent = build_agent(config)
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if path is None:
+        raise RunError(f"{run_dir} has no checkpoint yet; train it first")
+    load_checkpoint(path, agent)
+    return agent, {**config, "dial_values": parse_dials(config["dials"]), "checkpoint": str(path)}

@@ -148,6 +148,36 @@ def test_unsupported_envs_are_one_line_errors() -> None:
         I.targets("capgap/LavaShift-v0", np.zeros((1, 3, 7, 7), np.uint8), {})
 
 
+def test_support_comes_from_the_task_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which tools apply to an env is read off its task class (``goal_plane``, ``goal_cells``), not off a
+    table of env ids: a registered task without a goal plane gets nothing (a one-line error listing the
+    supported envs of the registry), and a new task with both attributes gets every tool."""
+    from capgap.envs import TASKS, CheeseCorner
+
+    class Blind(CheeseCorner):
+        goal_plane = None
+        goal_cells = False
+
+    class Twin(CheeseCorner):
+        pass
+
+    monkeypatch.setitem(TASKS, "capgap/Blind-v0", Blind)
+    monkeypatch.setitem(TASKS, "capgap/Twin-v0", Twin)
+    obs = np.zeros((1, 3, 7, 7), np.uint8)
+    with pytest.raises(I.InspectError) as err:
+        I.probe_labels("capgap/Blind-v0", obs, DIALS)
+    assert str(err.value) == ("capgap/Blind-v0 has no goal cells to probe or steer toward; supported: "
+                              "capgap/CheeseCorner-v0, capgap/CheeseDish-v0, capgap/KeysChests-v0, capgap/Twin-v0")
+    with pytest.raises(I.InspectError) as err:
+        I.targets("capgap/Blind-v0", obs, DIALS)
+    assert str(err.value).endswith("supported: capgap/CheeseCorner-v0, capgap/CheeseDish-v0, capgap/Twin-v0")
+    agent = build(ENV, "nano", "conv", **DIALS).eval()
+    assert I.training_summary(agent, "capgap/Blind-v0", DIALS) == {}
+    goal = I.decision_square_alignment(I.scripted_policy("capgap/Twin-v0", "goal", **DIALS), "capgap/Twin-v0",
+                                       DIALS, 64)
+    assert goal.A_ds == 1.0
+
+
 # ----- probes ------------------------------------------------------------------------------
 
 def _rows(rows: list[dict], target: str = "goal") -> dict[str, dict]:
@@ -304,15 +334,13 @@ def test_the_forecast_of_an_untrained_network_is_not_evidence() -> None:
     ~0.25 AUROC (any random feature map of the level forecasts as well as the level does), so
     best − pi would call it evidence. Beside an untrained control of another seed, on the same
     episodes and labels, the evidence figure best − control is ~0 and its CI includes 0."""
-    from capgap.train.inspect_cli import forecast_summary
-
     per_run = []
     for seed in range(4):
         agent = I.untrained(ENV, DIALS, "nano", "conv", 100 + seed)
         rows = I.forecast_run(agent, ENV, DIALS, fit=512, episodes=256, val_frac=0.2,
                               control=I.untrained(ENV, DIALS, "nano", "conv", seed))
         per_run.append([{"run": f"s{seed}", "env": ENV, "dials": "", "rung": "nano", **r} for r in rows])
-    _, (e,) = forecast_summary(per_run)
+    _, (e,) = I.forecast_summary(per_run)
     assert e["runs"] == 4 and e["best_minus_pi_lo"] > 0.15, e  # the old figure: large, with a CI far from 0
     assert abs(e["best_minus_control"]) < 0.02 and e["best_minus_control_lo"] <= 0 <= e["best_minus_control_hi"], e
     assert e["evidence"] == 0
