@@ -1,6 +1,6 @@
 """Wall time of the studies users actually run, on the local backend with the default workers.
 
-    python benchmarks/study_time.py quick            # the README's quick sweep (make demo's sweep)
+    python benchmarks/study_time.py quick            # make demo's sweep
     python benchmarks/study_time.py scaling          # CheeseCorner, rungs nano..small x 3 seeds, 1M steps
     python benchmarks/study_time.py certificate      # the learned certificate of the whole suite
     python benchmarks/study_time.py scaling --capgap ../old/.venv/bin/capgap --label "before"

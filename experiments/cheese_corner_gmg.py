@@ -16,7 +16,7 @@ levels of each split and checks the claim:
 
 Everything is seeded; runs resume if interrupted (rerun the same command). The env runs at its
 default dials (a 9×9 maze, 80 steps); ``--dials size=13 max_steps=256`` asks for the 13×13 maze
-of the literature, which needs far more steps (see the README's "Science" section).
+of the literature, which needs far more steps (docs/results.md §9).
 """
 
 from __future__ import annotations

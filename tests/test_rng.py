@@ -79,5 +79,5 @@ def test_trajectories_are_pinned(env_id: str, split: str, device: str) -> None:
         pytest.fail(f"{env_id} pins no digest for its {split} split: add `digests = {pins!r}` to class {cls.__name__}")
     assert pinned == digest, (
         f"{env_id} {split} plays differently: digest {digest}, pinned {pinned} ({cls.__name__}.digests). If the "
-        "change is deliberate (the results in the README and docs/results.md then need rerunning), pin the new "
+        "change is deliberate (the results in docs/results.md then need rerunning), pin the new "
         "digest and say why in the env's docstring")
