@@ -1,19 +1,24 @@
 """Levels drawn as pictures, for rule tests that read like the level they play.
 
-A picture is one character per cell, a row per line (indentation and blank lines around it are
+A picture is a square, one character per cell and a row per line (its side is the task's ``size``;
+indentation and blank lines around it are
 ignored)::
 
     lv = level(E.KeysChests, '''
-        #######
-        #AK.C.#
-        #######
+        #####
+        #AKC#
+        #...#
+        #...#
+        #####
     ''', max_steps=10)
-    run = lv.play([R, R, R])          # a real engine (GridCore) of one env plays the level
-    assert run.rewards == [0.0, 0.0, approx(0.7)] and run.outcome == "goal"
+    run = lv.play([RIGHT, RIGHT])     # a real engine (GridCore) of one env plays the level
+    assert run.rewards == [0.0, approx(0.82)] and run.outcome == "goal"
     assert run.frames[-1] == picture('''
-        #######
-        #...A.#
-        #######
+        #####
+        #..A#
+        #...#
+        #...#
+        #####
     ''')
 
 ``#`` is a wall, ``.`` an empty cell, ``A`` the agent's start; every other character comes from
@@ -45,6 +50,7 @@ from capgap.envs.task import Events, Levels, Task, View
 
 UP, RIGHT, DOWN, LEFT = range(4)
 """The actions (``capgap.envs.ACTIONS``)."""
+assert E.ACTIONS == ("up", "right", "down", "left")
 
 COMMON: dict[str, tuple[str, ...]] = {"#": ("wall",), ".": (), "A": ()}
 """Characters of every task: a wall, an empty cell, the agent's start (drawn as ``A`` wherever it stands)."""
