@@ -1,8 +1,7 @@
 """Levels drawn as pictures, for rule tests that read like the level they play.
 
-A picture is a square, one character per cell and a row per line (its side is the task's ``size``;
-indentation and blank lines around it are
-ignored)::
+A picture is a square, one character per cell and a row per line (its side is the task's
+``size``; indentation and blank lines around it are ignored)::
 
     lv = level(E.KeysChests, '''
         #####
