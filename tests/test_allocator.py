@@ -33,6 +33,7 @@ def faults_per_iteration(mode: str) -> float:
     return (minor_faults(mode, 6) - minor_faults(mode, 2)) / 4
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(not keep_freed_memory(), reason="the C library is not glibc: nothing to tune")
 def test_training_keeps_freed_memory() -> None:
     # measured per iteration of the small rung: 10k-70k minor page faults with glibc's defaults, 0 +- 250 kept

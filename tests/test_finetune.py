@@ -56,6 +56,7 @@ def test_starts_from_the_source_network_and_logs_c_and_a(source: Path, repaired:
                                                      strict=True))
 
 
+@pytest.mark.heavy
 def test_a_killed_repair_resumes_to_the_same_result(source: Path, repaired: Path, tmp_path: Path,
                                                     kill_and_rerun) -> None:
     cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path), "--init-from", str(source),

@@ -61,6 +61,7 @@ def test_every_layer_is_recorded_by_its_module_path(family: str) -> None:
     assert not any(m._forward_hooks for m in agent.modules())  # hooks removed on exit
 
 
+@pytest.mark.heavy
 def test_play_records_along_episodes_and_at_their_start(trained: torch.nn.Module) -> None:
     lv = I.levels(32)
     with I.Recorder(trained, ["trunk.1", "pi"]) as rec:
@@ -137,6 +138,7 @@ def test_scripted_seekers_pin_a_ds_to_one_and_zero(env_id: str, dials: dict) -> 
     assert proxy.A_branching == 0.0 and goal.A_branching == 1.0
 
 
+@pytest.mark.heavy
 def test_a_trained_agent_misgeneralises_at_the_decision_square(trained: torch.nn.Module) -> None:
     res = I.decision_square_alignment(trained, ENV, DIALS, 256)
     assert res.counts["goal"] + res.counts["proxy"] > 100
@@ -184,6 +186,7 @@ def _rows(rows: list[dict], target: str = "goal") -> dict[str, dict]:
     return {r["layer"]: r for r in rows if r["target"] == target}
 
 
+@pytest.mark.heavy
 def test_probes_decode_the_goal_where_it_is_and_not_where_it_is_not(trained: torch.nn.Module) -> None:
     rows = _rows(I.probe_run(trained, ENV, DIALS, fit=1024, episodes=256))
     for layer in ("obs", "trunk.1"):  # the cheese's plane, and a convolution of it: read off exactly
@@ -221,6 +224,7 @@ def test_probes_on_a_network_with_nothing_in_it_score_chance() -> None:
             assert r["acc_train"] == pytest.approx(r["chance_train"]), r
 
 
+@pytest.mark.heavy
 def test_probes_fit_on_shuffled_labels_score_chance(trained: torch.nn.Module) -> None:
     with I.Recorder(trained, ["trunk.1"]) as rec:
         fit = I.play(trained, ENV, "train", I.levels(1024), {**DIALS, **I.FIT_DIALS}, recorder=rec)
@@ -241,6 +245,7 @@ def test_decodable_is_not_used_a_random_network_keeps_the_goal_too() -> None:
     assert rows["trunk.1"]["acc_test"] >= 0.95
 
 
+@pytest.mark.heavy
 def test_the_control_is_the_runs_network_before_training(run: Path) -> None:
     """The control is built as the trainer builds the agent (seed, then build): for a run trained from
     scratch, its step-0 checkpoint exactly; and building it leaves the global random stream alone."""
@@ -257,6 +262,7 @@ def test_the_control_is_the_runs_network_before_training(run: Path) -> None:
                                                  strict=True))
 
 
+@pytest.mark.heavy
 def test_the_probe_control_is_scored_on_the_agents_episodes(run: Path, trained: torch.nn.Module, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """The control reads the agent's first observations and is scored on the test episodes that end
@@ -286,6 +292,7 @@ def test_the_probe_control_is_scored_on_the_agents_episodes(run: Path, trained: 
 
 # ----- steering -----------------------------------------------------------------------------
 
+@pytest.mark.heavy
 def test_a_zero_steering_vector_changes_nothing_and_a_large_one_does(trained: torch.nn.Module) -> None:
     base = I.play(trained, ENV, "test", I.levels(128), DIALS, seed=1)
     with I.steer(trained, "trunk.5", torch.zeros(128)):
@@ -318,6 +325,7 @@ def test_auroc_by_hand() -> None:
     assert np.isnan(I.auroc(np.array([0.1, 0.2]), np.array([1, 1])))
 
 
+@pytest.mark.heavy
 def test_the_forecast_beats_chance_and_its_null_does_not(trained: torch.nn.Module) -> None:
     layers = ["trunk.1", "trunk.8", "pi"]
     real = {r["layer"]: r for r in I.forecast_run(trained, ENV, DIALS, fit=1024, episodes=256, layers=layers)}
@@ -357,6 +365,7 @@ def test_verdicts_by_hand() -> None:
 
 # ----- the command --------------------------------------------------------------------------
 
+@pytest.mark.heavy
 def test_the_inspect_commands(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", "layers", str(run)]) == 0
     assert "trunk.0                  Conv2d                  8x7x7      392" in capsys.readouterr().out
@@ -429,6 +438,7 @@ def test_keys_chests_probes_read_the_sets_off_the_planes_and_not_off_a_dead_net(
 
 # ----- over training -------------------------------------------------------------------------
 
+@pytest.mark.heavy
 def test_the_training_summary_is_reproducible_and_draws_no_training_randomness(trained: torch.nn.Module) -> None:
     before = torch.get_rng_state()
     s = I.training_summary(trained, ENV, DIALS, fit=256, episodes=128)
@@ -443,6 +453,7 @@ def test_the_training_summary_is_reproducible_and_draws_no_training_randomness(t
     assert I.training_summary(trained, "capgap/LavaShift-v0", {"size": 7}) == {}  # unsupported: nothing
 
 
+@pytest.mark.heavy
 def test_training_logs_inspection_beside_c_and_a(run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -472,6 +483,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
 
 
+@pytest.mark.heavy
 def test_eval_inspect_fills_in_the_same_numbers_afterwards(run: Path, tmp_path: Path, one_thread: None,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """For runs trained without --inspect: capgap eval --inspect computes, from the checkpoints, what
@@ -493,6 +505,7 @@ def test_eval_inspect_fills_in_the_same_numbers_afterwards(run: Path, tmp_path: 
 
 # ----- steering, study ------------------------------------------------------------------------
 
+@pytest.mark.heavy
 def test_steering_study_measures_no_effect_where_there_is_none(trained: torch.nn.Module) -> None:
     """Scale 0 at any layer, and any scale at the value head (which does not move the agent),
     change nothing: the same levels and action samples, so the measured effect is exactly 0."""
@@ -506,6 +519,7 @@ def test_steering_study_measures_no_effect_where_there_is_none(trained: torch.nn
     assert big["cell"] == 5 * 7 + 1  # the bottom-left cell
 
 
+@pytest.mark.heavy
 def test_the_study_agrees_with_the_single_tools(trained: torch.nn.Module) -> None:
     control = build(ENV, "tiny", "conv", **DIALS).eval()
     res = I.study_run(trained, control, ENV, DIALS, fit=256, episodes=128)
@@ -533,6 +547,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.heavy
 def test_the_study_command_over_a_sweep(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     unfinished = sweep / "runs" / "CheeseCorner-v0__nano__max_steps=40__p_disambiguate=0__size=7__s1"
     done = (unfinished / "done.json").read_text()
@@ -579,6 +594,7 @@ def test_the_study_command_over_a_sweep(sweep: Path, tmp_path: Path, capsys: pyt
         assert err.count("\n") == 0 and msg in err, err
 
 
+@pytest.mark.heavy
 def test_the_report_shows_inspection_per_rung(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(sweep), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -106,6 +106,7 @@ def test_every_env_declares_a_budget() -> None:
 CI_STEPS = 256 * 16 * 62  # 253,952
 
 
+@pytest.mark.heavy
 def test_every_env_starts_learning(tmp_path: Path) -> None:
     """CI's short learned certificate: each env's default-rung agent, trained for the first ~250k
     steps of its certificate run (same rung, seed and dials), clearly learns its training task."""

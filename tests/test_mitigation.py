@@ -68,6 +68,7 @@ def repair(source: Path) -> Path:
     return out
 
 
+@pytest.mark.heavy
 def test_a_repair_sweep_fine_tunes_the_matching_runs(source: Path, repair: Path) -> None:
     runs = sorted(p.name for p in (repair / "runs").iterdir())
     assert runs == [f"CheeseCorner-v0__nano__max_steps=30__p_disambiguate=1__size=7__levels={k}__from="
@@ -79,6 +80,7 @@ def test_a_repair_sweep_fine_tunes_the_matching_runs(source: Path, repair: Path)
     assert rec["setting"] == "init_from=CheeseCorner-v0__nano__max_steps=30__p_disambiguate=0__size=7,num_levels=1"
 
 
+@pytest.mark.heavy
 def test_a_repairs_retention_is_against_train_a_before_it(repair: Path) -> None:
     """Train A after a repair can collapse; retention divides by train A of the source network."""
     from capgap.eval.evaluator import episode_files
@@ -92,6 +94,7 @@ def test_a_repairs_retention_is_against_train_a_before_it(repair: Path) -> None:
             assert m["retention"] == pytest.approx(m["A_test"] / curve.before.seeds[seed]["A_train"])
 
 
+@pytest.mark.heavy
 def test_a_repair_sweep_refuses_an_ambiguous_source(source: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sweep", "--out", str(tmp_path / "r"), "--rungs", "nano", "--seeds", "0", "--no-progress",
@@ -104,6 +107,7 @@ def test_a_repair_sweep_refuses_an_ambiguous_source(source: Path, tmp_path: Path
     assert "no run of CheeseCorner-v0 micro (conv) seed 0 with p_disambiguate=0" in capsys.readouterr().err
 
 
+@pytest.mark.heavy
 def test_the_report_recognises_dial_and_repair_sweeps(source: Path, repair: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(source)]) == 0

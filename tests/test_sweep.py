@@ -25,6 +25,7 @@ def finished(out: Path) -> dict[str, float]:
     return {p.parent.name: p.stat().st_mtime for p in (out / "runs").glob("*/done.json")}
 
 
+@pytest.mark.heavy
 def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
     out = tmp_path / "sw"
     cmd = [sys.executable, "-m", "capgap.train.cli", *sweep_cmd(out, "--workers", "1", "--threads", "1")]
@@ -86,6 +87,7 @@ def test_sweep_eval_and_resume_after_kill(tmp_path: Path) -> None:
         assert (out / "report" / name).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.heavy
 def test_ray_backend_runs_the_same_trials(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     local, ray_out = tmp_path / "local", tmp_path / "ray"
@@ -127,6 +129,7 @@ def test_bad_sweep_input(argv: list[str], message: str, tmp_path: Path, capsys: 
     assert not (tmp_path / "x" / "runs").exists()
 
 
+@pytest.mark.heavy
 def test_sweep_dir_from_another_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sw"
     assert main(["sweep", "--out", str(out), "--rungs", "0", "--seeds", "0", "--no-progress", *TRAIN]) == 0

@@ -265,6 +265,7 @@ def test_out_dir_holding_another_run(small_run: Path, capsys: pytest.CaptureFixt
     assert "holds another run (its config differs in:" in err and "lr" in err
 
 
+@pytest.mark.heavy
 def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
     """CI-sized science check (the full one: experiments/cheese_corner_gmg.py, and the slow test below).
 
