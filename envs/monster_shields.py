@@ -55,7 +55,9 @@ class MonsterShields(Task):
     ## Monsters
     A fixed rule, deterministic given the state: a monster steps one cell along the axis on which
     it is farther from the agent (on a tie, the axis of its seeded per-level tie-break), or along
-    the other axis if that cell is a wall or another monster, else it stays. Monsters move in a
+    the other axis if that cell is the room's border wall or another monster, else it stays (the rule
+    is a table over the open room: the levels have no inner walls, and a hand-drawn level with some
+    would see monsters walk through them). Monsters move in a
     fixed order and never share a cell; apples and shields do not stop them. They start at least
     4 steps from the agent. Each monster bites at most once a step.
 
