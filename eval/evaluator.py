@@ -66,9 +66,9 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
     written = 0
     for ckpt in rundir.checkpoints(run_dir):
         step = rundir.checkpoint_step(ckpt)
+        rundir.load_checkpoint(ckpt, agent)  # a damaged checkpoint is named in one line, evaluated already or not
         if _complete(rundir.episodes_path(run_dir, step), episodes):
             continue
-        rundir.load_checkpoint(ckpt, agent)
         results = [evaluate(agent, config["env"], split, episodes, split_dials[split], seed=config["seed"])
                    for split in ("train", "test")]
         rundir.write_episodes(run_dir, step, [r for res in results for r in res.records(meta, step)])
@@ -82,9 +82,10 @@ def inspect_run(run_dir: Path, agent: Any, config: dict[str, Any], dials: dict[s
     still training is left alone: its trainer owns the file). Returns how many were added."""
     import time
 
-    from capgap.eval.inspect import PROBE_ENVS, inspection_record, training_summary
+    from capgap.envs import task_class
+    from capgap.eval.inspect import inspection_record, training_summary
 
-    if not rundir.is_done(run_dir) or config["env"] not in PROBE_ENVS:
+    if not rundir.is_done(run_dir) or task_class(config["env"]).goal_plane is None:  # nothing to inspect
         return 0
     path = run_dir / "inspect.jsonl"
     have = {json.loads(ln)["step"] for ln in path.read_text().splitlines() if ln.strip()} if path.exists() else set()
