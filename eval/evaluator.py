@@ -102,36 +102,6 @@ def inspect_run(run_dir: Path, agent: Any, config: dict[str, Any], dials: dict[s
     return added
 
 
-def evaluate_all(path: Path, episodes: int, workers: int = 0, inspect: bool = False,
-                 progress: bool = True) -> tuple[int, int, int]:
-    """``capgap eval``: :func:`evaluate_run` on every run under ``path`` (``workers`` processes, 0 = one
-    per core); returns (runs, checkpoints evaluated now, checkpoints inspected now)."""
-    import os
-
-    from tqdm import tqdm
-
-    runs = find_runs(Path(path))
-    workers = min(workers or os.cpu_count() or 1, len(runs))
-    jobs = [{"run_dir": str(r), "episodes": episodes, "threads": max(1, (os.cpu_count() or 1) // workers),
-             "inspect": inspect} for r in runs]
-    done = [0, 0]
-    with tqdm(total=len(jobs), unit="run", desc="eval", dynamic_ncols=True, disable=not progress) as bar:
-
-        def on_done(r: dict[str, Any]) -> None:
-            done[0] += r["evaluated"]
-            done[1] += r["inspected"]
-            bar.update(1)
-
-        if workers <= 1:
-            for job in jobs:
-                on_done(evaluate_run(job))
-        else:
-            from capgap.train.sweep import run_local
-
-            run_local(evaluate_run, jobs, workers, on_done)
-    return len(runs), done[0], done[1]
-
-
 def episode_files(path: Path) -> list[Path]:
     """Every per-episode outcome file under the runs of ``path``."""
     return sorted(f for run in find_runs(path) for f in (run / "episodes").glob("step_*.jsonl"))

@@ -206,7 +206,7 @@ def cmd_sweep(argv: list[str]) -> None:
 def cmd_eval(argv: list[str]) -> None:
     from pathlib import Path
 
-    from capgap.eval.evaluator import evaluate_all
+    from capgap.train.sweep import evaluate_all
 
     p = argparse.ArgumentParser(prog="capgap eval", description="Evaluate every checkpoint on both splits.")
     p.add_argument("path", help="a run dir or a sweep dir")
