@@ -150,7 +150,7 @@ def cmd_train(argv: list[str]) -> None:
     args = tyro.cli(Args, args=argv, prog="capgap train",
                     description="Train one PPO run (see capgap.train.ppo). Re-run the same command to resume a "
                                 "killed or interrupted run. --threads defaults to 1, the fastest when other work "
-                                "shares the machine (two threads with one core busy elsewhere ran 5-12x slower).")
+                                "shares the machine (with one of two cores busy, two threads ran 26x slower).")
     run_dir = train(args)  # validates args first: nothing is written for a bad one
     print(f"run: {run_dir}\nview: tensorboard --logdir {run_dir.parent}")
 

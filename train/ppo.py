@@ -99,9 +99,9 @@ class Args:
     name: str = ""
     """Run directory name (default: env__rung__dials__s<seed>)."""
     threads: int = 1
-    """torch CPU threads (>= 1). The default, 1, is fastest wherever other work shares the CPU: torch
-    threads that wait for a busy core slow a run several-fold (measured 5-12x with two threads on two
-    cores, one busy). On an idle machine a larger rung may gain from more, e.g. the number of cores."""
+    """torch CPU threads (>= 1). The default, 1, is fastest wherever other work shares the CPU: threads
+    that wait for a busy core slow a run many-fold (2 cores, one busy: 6.9k env steps/s with 1 thread,
+    0.26k with 2; the rung small). On an idle machine more may gain (both cores idle: 7.3k vs 11.4k)."""
     device: str = "cpu"
     """torch device: cpu, or cuda (cuda:N) with a CUDA build of torch and a GPU."""
     progress: bool = True
