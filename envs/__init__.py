@@ -89,6 +89,17 @@ def make_core(env_id: str, num_envs: int, split: str = "train", num_levels: int 
     return GridCore(task_class(env_id).from_dials(**dials), num_envs, split, num_levels, device, autoreset)
 
 
+def describe(env_id: str) -> list[str]:
+    """``capgap envs``: an env's summary, observation planes, training budget and dials, as lines."""
+    import dataclasses
+
+    cls = task_class(env_id)
+    summary = (cls.__doc__ or "").strip().splitlines()[0]
+    return [f"{env_id}{'  (control)' if cls.control else ''}", f"  {summary}",
+            f"  planes: {', '.join(cls.channels)}", f"  budget: {cls.budget:,} env steps (the default --total-steps)",
+            "  dials:  " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))]
+
+
 __all__ = [
     "ACTIONS",
     "DEFAULT_ENV",
@@ -115,6 +126,7 @@ __all__ = [
     "MonsterShields",
     "Task",
     "View",
+    "describe",
     "format_dials",
     "make_core",
     "observation_space",

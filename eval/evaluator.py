@@ -64,9 +64,9 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
     written = 0
     for ckpt in rundir.checkpoints(run_dir):
         step = rundir.checkpoint_step(ckpt)
+        rundir.load_checkpoint(ckpt, agent)  # a damaged checkpoint is named in one line, evaluated already or not
         if _complete(rundir.episodes_path(run_dir, step), episodes):
             continue
-        rundir.load_checkpoint(ckpt, agent)
         results = [evaluate(agent, config["env"], split, episodes, split_dials[split], seed=config["seed"])
                    for split in ("train", "test")]
         rundir.write_episodes(run_dir, step, [r for res in results for r in res.records(meta, step)])
@@ -81,7 +81,7 @@ def inspect_run(run_dir: Path, agent: Any, config: dict[str, Any], dials: dict[s
     nothing to inspect). Returns how many were added."""
     import time
 
-    if not rundir.is_done(run_dir) or task_class(config["env"]).goal_plane is None:
+    if not rundir.is_done(run_dir) or task_class(config["env"]).goal_plane is None:  # nothing to inspect
         return 0
     from capgap.eval.inspect import inspection_record, training_summary
 

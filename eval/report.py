@@ -363,3 +363,29 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap
     paths["tensorboard"] = out_dir / "tensorboard"
     _write_tensorboard(rows, figs, md, paths["tensorboard"], inspect_rows)
     return paths
+
+
+def build(paths: list[Path], out: Path | None = None, untrained: bool = True,
+          progress: bool = True) -> tuple[str, dict[str, Path], Path]:
+    """``capgap report``: the metrics with CIs over seeds of the evaluated runs under ``paths`` (sweep
+    or run dirs, reported together), written to ``out`` (default: ``<first path>/report``). Returns
+    the text to print (the table, and the mitigation study if it is one), the files written and ``out``.
+    ``untrained``: also the untrained-network baseline (seconds per rung)."""
+    from capgap.eval import chance, metrics, mitigation
+    from capgap.eval.evaluator import episode_files, find_runs
+    from capgap.rundir import RunError
+
+    paths = [Path(p) for p in paths]
+    files = [f for path in paths for f in episode_files(path)]
+    if not files:
+        raise RunError(f"no evaluated checkpoints under {paths[0]}; run capgap eval {paths[0]} first")
+    records = metrics.load_episodes(files)
+    rows = chance.annotate(metrics.compute(records), untrained_baseline=untrained, progress=progress)
+    runs = [r for path in paths for r in find_runs(path)]
+    inspected = [run / "inspect.jsonl" for run in runs if (run / "inspect.jsonl").exists()]
+    inspect_rows = metrics.compute_inspections(metrics.load_inspections(inspected)) if inspected else None
+    out = Path(out) if out else paths[0] / "report"
+    written = write_report(rows, out, inspect_rows=inspect_rows)
+    text = table_text(rows, inspect_rows)
+    study, study_files = mitigation.write_mitigation(records, out, runs)
+    return text + (f"\n{study}" if study else ""), written | study_files, out

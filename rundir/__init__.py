@@ -185,17 +185,34 @@ def rung_or(config: Mapping[str, Any], key: str) -> Any:
     return rung(config[key]).name if key == "rung" else config[key]
 
 
-def prepare_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
-    """Create the run dir, or check that it holds this very run (to resume). Refuses another run's dir."""
+def check_out(out: Path | str, flag: str = "--out") -> None:
+    """One line unless ``out`` is, or can become, a directory (it, or its nearest existing parent, is one)."""
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise RunError(f"{flag} {out}: {p} is a file, not a directory; give a directory")
+            return
+
+
+def check_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
+    """One line unless ``run_dir`` can hold this run: new, empty, or holding this very run (to resume)."""
+    check_out(run_dir)
     if (run_dir / "config.json").exists():
         old = read_config(run_dir)
         diff = sorted(k for k in config if k not in RESUMABLE_DIFFERENCES and old.get(k) != config[k])
         if diff:
             raise RunError(f"{run_dir} holds another run (its config differs in: {', '.join(diff)}); "
                            "use another --out or --name, or delete that dir")
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} exists and is not a capgap run (no config.json); use another --out or --name")
+
+
+def prepare_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
+    """Create the run dir, or check that it holds this very run (to resume). Refuses another run's dir."""
+    check_run_dir(run_dir, config)
+    if (run_dir / "config.json").exists():
+        return
     with disk_guard(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", config)

@@ -41,7 +41,7 @@ def test_envs_shows_what_chance_scores(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_show_prints_a_level(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["show", "capgap/CheeseDish-v0", "--split", "test", "--seed", "3", "--dial", "size=9"]) == 0
+    assert main(["show", "capgap/CheeseDish-v0", "--split", "test", "--seed", "3", "--dials", "size=9"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("capgap/CheeseDish-v0 split=test level=")
     grid = out[1:]

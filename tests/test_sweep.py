@@ -109,17 +109,19 @@ def test_ray_backend_runs_the_same_trials(tmp_path: Path) -> None:
         (["--rungs", "3..1"], "malformed rung range '3..1'"),
         (["--seeds", ","], "empty seed list"),
         (["--seeds", "a,b"], "malformed seed 'a'"),
-        (["--dial", "p_disambiguate"], "malformed sweep dial 'p_disambiguate'"),
-        (["--dial", "colour=1,2"], "CheeseCorner has no dial 'colour'"),
+        (["--grid", "p_disambiguate"], "malformed sweep dial 'p_disambiguate'"),
+        (["--grid", "colour=1,2"], "CheeseCorner has no dial 'colour'"),
+        (["--dial", "p_disambiguate=0,0.1"], "--dial is gone: set dials with --dials NAME=VALUE"),
         (["--rungs", "0..9"], "rung '6' is out of range"),
         (["--rung", "3"], "--rung is set per trial by the sweep"),
         (["--sizes", "0..3"], "the ladder rungs are --rungs now (--sizes was renamed)"),
-        (["--dial", "p_disambiguate=0,abc"], "CheeseCorner: p_disambiguate='abc' has the wrong type; expected a"),
+        (["--grid", "p_disambiguate=0,abc"], "CheeseCorner: p_disambiguate='abc' has the wrong type; expected a"),
         (["--dials", "max_steps=4.5"], "CheeseCorner: max_steps=4.5 has the wrong type; expected an integer"),
         (["--grid", "num_levels=1,x"], "--grid num_levels=x: num_levels takes whole numbers >= 0"),
         (["--grid", "lr=0.1,0.01"], "--grid lr: a grid runs over env dials and num_levels"),
         (["--init-where", "p_disambiguate=0"], "--init-where picks among the runs of a sweep"),
         (["--threads", "-1"], "--threads -1 must be >= 0"),
+        (["--lr", "-1"], "--lr -1.0: the learning rate must be > 0"),
     ],
 )
 def test_bad_sweep_input(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,3 +145,40 @@ def test_sweep_dir_from_another_config(tmp_path: Path, capsys: pytest.CaptureFix
 def test_eval_of_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(tmp_path)]) == 2
     assert "no capgap runs under" in capsys.readouterr().err
+
+
+def test_a_second_sweep_on_the_same_out_stops_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While one sweep runs on --out (it holds <out>/.lock), another on the same --out ends at once, in one line."""
+    import fcntl
+
+    out = tmp_path / "sw"
+    out.mkdir()
+    with (out / ".lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first sweep holds it
+        t0 = time.time()
+        assert main(sweep_cmd(out, "--workers", "1", "--threads", "1")) == 2
+        assert time.time() - t0 < 10
+    err = capsys.readouterr().err.strip()
+    assert err == f"capgap: error: {out} is being trained by another process; wait for it or stop it", err
+    assert not (out / "runs").exists()
+
+
+def test_eval_names_a_corrupt_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A garbage checkpoint (even one evaluated already) or a truncated config.json: one line naming it."""
+    out = tmp_path / "sw"
+    assert main(["sweep", "--out", str(out), "--rungs", "0", "--seeds", "0", "--no-progress", *TRAIN]) == 0
+    run = next((out / "runs").iterdir())
+    ckpt = run / "checkpoints" / f"step_{4096:010d}.pt"
+    ckpt.write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(["eval", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    line = err[err.index("capgap: error: "):].strip()
+    assert line.startswith(f"capgap: error: checkpoint {ckpt} is unreadable") and "\n" not in line, err
+    assert err.index("capgap: error: ") == 0 or err[err.index("capgap: error: ") - 1] == "\n", "glued onto the bar"
+    ckpt.unlink()
+    config = run / "config.json"
+    config.write_text(config.read_text()[:40])
+    assert main(["eval", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"capgap: error: {config} is corrupt" in err and err.strip().endswith("to start over"), err

@@ -249,13 +249,93 @@ def test_full_disk_in_tensorboard_writer(tmp_path: Path, monkeypatch: pytest.Mon
         (["--total-steps", "100"], "total_steps=100 is less than one rollout"),
         (["--dials", "p_disambiguate"], "malformed dial 'p_disambiguate'"),
         (["--dials", "colour=3"], "CheeseCorner has no dial 'colour'"),
+        (["--dial", "size=7"], "--dial is gone: set dials with --dials NAME=VALUE"),
+        (["--lr", "-1"], "--lr -1.0: the learning rate must be > 0"),
+        (["--gamma", "2"], "--gamma 2.0: the discount must be in (0, 1]"),
+        (["--gamma", "0"], "--gamma 0.0: the discount must be in (0, 1]"),
+        (["--threads", "-1"], "--threads -1: give a thread count >= 1"),
+        (["--threads", "0"], "--threads 0: give a thread count >= 1"),
+        (["--seed", "-1"], "--seed -1: a seed is an integer >= 0"),
+        (["--device", "bogus"], "--device bogus: unknown device; use cpu, or cuda"),
+        *([(["--device", "cuda"], "--device cuda: this torch (")] if not torch.cuda.is_available() else []),
+        (["--num-minibatches", "0"], "does not split into num_minibatches=0"),
     ],
 )
 def test_bad_input_gets_one_line(argv: list[str], message: str, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """One line, exit status 2, and nothing written: the corrected command then runs as if it came first."""
     assert main(["train", "--out", str(tmp_path), "--no-progress", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("capgap: error: ") and message in err and "\n" not in err, err
+    assert not list(tmp_path.iterdir()), "a rejected run left files behind"
+
+
+def test_out_naming_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    for out in (file, file / "runs"):
+        assert main(["train", "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"capgap: error: --out {out}: {file} is a file, not a directory; give a directory", err
+    assert file.read_text() == "mine"
+
+
+def test_ctrl_c_says_the_run_resumes(small_run: Path, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) while training: one line that says how to resume, status 2; the same command
+    then says where it resumes from and finishes with the uninterrupted run's numbers."""
+    import signal
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path), "--rung", "nano",
+           "--num-envs", "64", "--num-steps", "32", "--total-steps", str(64 * 32 * 6), "--eval-every",
+           str(64 * 32 * 2), "--eval-episodes", "32", "--dials", "size=7", "max_steps=40", "--threads", "1",
+           "--inspect"]
+    run_dir = tmp_path / small_run.name
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "checkpoints" / f"step_{4096:010d}.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert not (run_dir / "done.json").exists(), "interrupted too late to test resuming"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"capgap: error: interrupted; {small_run.name} is resumable: re-run the same command "
+                           "to resume from its last checkpoint (step "), err
+    assert "Traceback" not in err, err
+    again = subprocess.run([*cmd, "--no-progress"], capture_output=True, text=True, check=True)
+    assert f"{small_run.name}: resuming from step " in again.stdout
+    for tag in ("eval/test/A", "losses/value_loss", "inspect/probe/head"):
+        assert scalars(run_dir)[tag] == scalars(small_run)[tag], tag
+
+
+def test_a_hook_sees_every_evaluation(tmp_path: Path) -> None:
+    """train(args, hooks=[...]) calls each hook after every evaluation, with the run's context, and
+    puts its charts in the run header; ppo.py itself does not import the inspection package."""
+    import subprocess
+
+    from capgap.train.hooks import EvalContext
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, str]] = []
+
+        def charts(self, config: dict) -> dict:
+            return {"mine": ["Multiline", ["mine/x"]]}
+
+        def on_evaluation(self, agent, step: int, ctx: EvalContext) -> None:
+            self.calls.append((step, ctx.run_dir.name))
+            assert not agent.training and ctx.dials == {"size": 7, "max_steps": 40}
+            ctx.writer.add_scalar("mine/x", float(step), step)
+
+    hook = Recorder()
+    run = train(Args(**{**SMALL, "inspect": True}, out=str(tmp_path)), hooks=[hook])
+    assert hook.calls == [(s, run.name) for s in (0, 4096, 8192, 12288)]
+    assert [v for _, v in scalars(run)["mine/x"]] == [0, 4096, 8192, 12288]
+    assert not (run / "inspect.jsonl").exists(), "hooks given: the default ones (--inspect) are not added"
+    code = "import sys, capgap.train.ppo; print('capgap.eval.inspect' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_out_dir_holding_another_run(small_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,6 @@ Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -43,12 +42,7 @@ def cmd_envs(argv: list[str]) -> None:
 
     rung(a.rung)  # a bad rung is one line before anything is printed
     for env_id in a.env or list(E.TASKS):
-        cls = E.task_class(env_id)
-        summary = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"{env_id}{'  (control)' if cls.control else ''}\n  {summary}")
-        print(f"  planes: {', '.join(cls.channels)}")
-        print(f"  budget: {cls.budget:,} env steps (the default --total-steps)")
-        print("  dials:  " + ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls)))
+        print("\n".join(E.describe(env_id)), flush=True)
         if not a.no_chance:
             from capgap.eval import chance
 
@@ -60,34 +54,17 @@ def cmd_show(argv: list[str]) -> None:
     p.add_argument("env", help="registered env id, e.g. capgap/CheeseCorner-v0")
     p.add_argument("--split", default="train", choices=E.SPLITS)
     p.add_argument("--seed", type=int, default=0, help="env seed (picks the level)")
-    p.add_argument("--dial", action="append", default=[], metavar="NAME=VALUE", help="set a dial (repeatable)")
+    p.add_argument("--dials", nargs="+", default=[], metavar="NAME=VALUE", help="set dials, e.g. --dials size=9")
     p.add_argument("--steps", type=int, default=0, metavar="N",
                    help="then play N steps of the scripted goal-seeker, printing each (moving things: a leader's "
                         "trail, monsters)")
     a = p.parse_args(argv)
     if a.steps < 0:
         raise UsageError(f"--steps={a.steps} is out of range; expected an integer >= 0")
-    core = E.make_core(a.env, 1, split=a.split, autoreset=False, **parse_dials(a.dial))
-    core.reset(a.seed)
-    from capgap.envs import oracle, render
-    from capgap.envs.env import unseen_of
+    from capgap.envs import render
 
-    def draw() -> None:
-        unseen = unseen_of(core)[0]
-        print(render.text(core.obs[0].numpy(), core.task.channels, unseen))
-        if line := render.legend(unseen):
-            print(line)
-
-    print(f"{a.env} split={a.split} level={int(core.level[0])}")
-    draw()
-    for t in range(1, a.steps + 1):
-        action = oracle.act(core, "goal")
-        _, terminated, truncated = core.step(action)
-        print(f"\nstep {t}: {E.ACTIONS[int(action[0])]}")
-        draw()
-        if bool(terminated[0] | truncated[0]):
-            print(f"episode over: {E.OUTCOMES[int(core.episodes.outcome[0])]}")
-            break
+    for frame in render.show(a.env, a.split, a.seed, a.steps, **parse_dials(a.dials)):
+        print(frame)
 
 
 def cmd_certify(argv: list[str]) -> None:
@@ -124,17 +101,6 @@ def cmd_certify(argv: list[str]) -> None:
         raise SystemExit(1)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0..2,7"`` -> ``[0, 1, 2, 7]``, with a one-line error for anything but non-negative integers."""
-    from capgap.train.sweep import parse_range
-
-    seeds = parse_range(text, "seed")
-    bad = [x for x in seeds if not x.isdigit()]
-    if bad:
-        raise UsageError(f"malformed seed {bad[0]!r}; seeds are non-negative integers, e.g. 0..4")
-    return [int(x) for x in seeds]
-
-
 def _certify_learned(a: argparse.Namespace, rest: list[str]) -> None:
     from pathlib import Path
 
@@ -142,7 +108,7 @@ def _certify_learned(a: argparse.Namespace, rest: list[str]) -> None:
 
     from capgap.train import certificate
     from capgap.train.ppo import Args
-    from capgap.train.sweep import parse_range
+    from capgap.train.sweep import parse_range, parse_seeds
 
     clash = [f for f in rest if f.split("=")[0] in ("--env", "--rung", "--seed", "--out", "--name", "--dials")]
     if clash:
@@ -160,16 +126,16 @@ def _certify_learned(a: argparse.Namespace, rest: list[str]) -> None:
 
 def cmd_rungs(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="capgap rungs", description="Print the network ladder's rungs with parameter "
-                                "counts (the env's grid side is the dial size, e.g. --dial size=13).")
+                                "counts (the env's grid side is the dial size, e.g. --dials size=13).")
     p.add_argument("--env", default=E.DEFAULT_ENV)
     p.add_argument("--family", default="conv", choices=FAMILIES)
-    p.add_argument("--dial", action="append", default=[], metavar="NAME=VALUE", help="set a dial (repeatable)")
+    p.add_argument("--dials", nargs="+", default=[], metavar="NAME=VALUE", help="set dials, e.g. --dials size=13")
     a = p.parse_args(argv)
     from capgap.agents import ladder_table
 
     print(f"{a.env} ({a.family}; width multiplier m at fixed depth)")
     print(f"{'index':>5}  {'name':6}  {'m':>3}  {'parameters':>12}")
-    for i, name, m, n in ladder_table(a.env, a.family, **parse_dials(a.dial)):
+    for i, name, m, n in ladder_table(a.env, a.family, **parse_dials(a.dials)):
         print(f"{i:>5}  {name:6}  {m:>3}  {n:>12,}")
 
 
@@ -181,8 +147,11 @@ def cmd_train(argv: list[str]) -> None:
     if any(f.split("=")[0] == "--size" for f in argv):
         raise UsageError("--size is now --rung (the network's ladder rung); the grid side is the dial size, "
                          "e.g. --dials size=13")
-    args = tyro.cli(Args, args=argv, prog="capgap train", description="Train one PPO run (see capgap.train.ppo).")
-    run_dir = train(args)
+    args = tyro.cli(Args, args=argv, prog="capgap train",
+                    description="Train one PPO run (see capgap.train.ppo). Re-run the same command to resume a "
+                                "killed or interrupted run. --threads defaults to 1, the fastest when other work "
+                                "shares the machine (with one of two cores busy, two threads ran 26x slower).")
+    run_dir = train(args)  # validates args first: nothing is written for a bad one
     print(f"run: {run_dir}\nview: tensorboard --logdir {run_dir.parent}")
 
 
@@ -193,7 +162,7 @@ def cmd_sweep(argv: list[str]) -> None:
     import tyro
 
     from capgap.train.ppo import Args
-    from capgap.train.sweep import Sweep, parse_grid, parse_range, run_sweep
+    from capgap.train.sweep import Sweep, parse_grid, parse_range, parse_seeds, run_sweep
 
     p = argparse.ArgumentParser(prog="capgap sweep", description="Train every trial of a grid (resumable).",
                                 allow_abbrev=False,
@@ -202,8 +171,9 @@ def cmd_sweep(argv: list[str]) -> None:
     p.add_argument("--env", nargs="+", default=[E.DEFAULT_ENV], help="env ids")
     p.add_argument("--rungs", default="0..3", help="ladder rungs: 0..3, 0,2,5 or names")
     p.add_argument("--seeds", default="0..2", help="seeds: 0..4 or 0,1,7")
-    p.add_argument("--grid", "--dial", dest="grid", action="append", default=[], metavar="NAME=V1,V2",
-                   help="sweep an env dial, or num_levels, over values (repeatable: the grid is their product)")
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                   help="sweep an env dial, or num_levels, over values (repeatable: the grid is their product); "
+                        "--dials NAME=VALUE sets a dial for every trial")
     p.add_argument("--init-where", nargs="+", default=[], metavar="NAME=VALUE",
                    help="with --init-from SWEEP_DIR (a repair sweep): the dials of the runs to start from")
     p.add_argument("--out", required=True, help="sweep directory (rerun the same command to resume)")
@@ -224,12 +194,9 @@ def cmd_sweep(argv: list[str]) -> None:
     if clash:
         raise UsageError(f"{clash[0]} is set per trial by the sweep; use --env/--rungs/--seeds/--out instead")
     base = tyro.cli(Args, args=rest, prog="capgap sweep [train flags]")
-    seeds = parse_seeds(a.seeds)
-    sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=seeds,
+    sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=parse_seeds(a.seeds),
                   grid=parse_grid(a.grid), base=base, out=Path(a.out), init_where=tuple(a.init_where))
     t0 = time.time()
-    if a.threads < 0:
-        raise UsageError(f"--threads {a.threads} must be >= 0 (0 = the cores shared out among the workers)")
     run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress, group=not a.no_group,
               threads=a.threads)
     print(f"sweep: {len(sweep.trials())} trials in {sweep.out} ({time.time() - t0:.0f} s, {os.cpu_count()} cores)")
@@ -237,11 +204,9 @@ def cmd_sweep(argv: list[str]) -> None:
 
 
 def cmd_eval(argv: list[str]) -> None:
-    import os
     from pathlib import Path
 
-    from capgap.eval.evaluator import evaluate_run, find_runs
-    from capgap.train.sweep import run_local
+    from capgap.train.sweep import evaluate_all
 
     p = argparse.ArgumentParser(prog="capgap eval", description="Evaluate every checkpoint on both splits.")
     p.add_argument("path", help="a run dir or a sweep dir")
@@ -252,35 +217,15 @@ def cmd_eval(argv: list[str]) -> None:
     a = p.parse_args(argv)
     if a.episodes < 1:
         raise UsageError(f"--episodes {a.episodes} must be >= 1")
-    runs = find_runs(Path(a.path))
-    workers = min(a.workers or os.cpu_count() or 1, len(runs))
-    jobs = [{"run_dir": str(r), "episodes": a.episodes, "threads": max(1, (os.cpu_count() or 1) // workers),
-             "inspect": a.inspect} for r in runs]
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(jobs), unit="run", desc="eval", dynamic_ncols=True)
-    evaluated = [0, 0]
-
-    def on_done(r: dict) -> None:
-        evaluated[0] += r["evaluated"]
-        evaluated[1] += r["inspected"]
-        bar.update(1)
-
-    if workers <= 1:
-        for job in jobs:
-            on_done(evaluate_run(job))
-    else:
-        run_local(evaluate_run, jobs, workers, on_done)
-    bar.close()
-    print(f"eval: {len(runs)} runs, {evaluated[0]} checkpoints evaluated now ({a.episodes} episodes per split)"
-          + (f", {evaluated[1]} inspected" if a.inspect else ""))
+    if a.workers < 0:
+        raise UsageError(f"--workers {a.workers} must be >= 0 (0 = one per core)")
+    runs, evaluated, inspected = evaluate_all(Path(a.path), a.episodes, a.workers, a.inspect)
+    print(f"eval: {runs} runs, {evaluated} checkpoints evaluated now ({a.episodes} episodes per split)"
+          + (f", {inspected} inspected" if a.inspect else ""))
 
 
 def cmd_report(argv: list[str]) -> None:
-    from pathlib import Path
-
-    from capgap.eval import chance, metrics, mitigation, report
-    from capgap.eval.evaluator import episode_files, find_runs
+    from capgap.eval import report
 
     p = argparse.ArgumentParser(prog="capgap report", description="Metrics with CIs over seeds, tables and plots.")
     p.add_argument("path", nargs="+", help="a sweep dir (or a run dir); several are reported together")
@@ -289,22 +234,8 @@ def cmd_report(argv: list[str]) -> None:
                    help="skip the untrained-network baseline (3 init seeds per rung evaluated: seconds per rung); "
                         "the uniform-random baseline and the calibrated scores are always computed")
     a = p.parse_args(argv)
-    paths = [Path(x) for x in a.path]
-    files = [f for path in paths for f in episode_files(path)]
-    if not files:
-        raise UsageError(f"no evaluated checkpoints under {a.path[0]}; run capgap eval {a.path[0]} first")
-    records = metrics.load_episodes(files)
-    rows = chance.annotate(metrics.compute(records), untrained_baseline=not a.no_untrained, progress=True)
-    runs = [r for path in paths for r in find_runs(path)]
-    inspected = [run / "inspect.jsonl" for run in runs if (run / "inspect.jsonl").exists()]
-    inspect_rows = metrics.compute_inspections(metrics.load_inspections(inspected)) if inspected else None
-    out = Path(a.out) if a.out else paths[0] / "report"
-    written = report.write_report(rows, out, inspect_rows=inspect_rows)
-    print(report.table_text(rows, inspect_rows))
-    study, study_files = mitigation.write_mitigation(records, out, runs)
-    if study:
-        print(study)
-    written |= study_files
+    text, written, out = report.build(a.path, a.out, untrained=not a.no_untrained)
+    print(text)
     print()
     for name, path in written.items():
         print(f"{name}: {path}")
@@ -334,9 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command is None:
             raise UsageError(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}")
+        if any(f.split("=")[0] == "--dial" for f in argv):
+            raise UsageError("--dial is gone: set dials with --dials NAME=VALUE ... (e.g. --dials size=9); "
+                             "sweep one with capgap sweep --grid NAME=V1,V2")
         command(argv[1:])
     except CapgapError as err:
         print(f"capgap: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("capgap: error: interrupted; re-run the same command to resume where it stopped", file=sys.stderr)
         return 2
     return 0
 

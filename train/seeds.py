@@ -23,18 +23,26 @@ A grouped run's ``wall_s`` is the group's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from capgap import rundir
+from capgap.agents import ActorCritic, build
 from capgap.agents.stack import SeedStack
-from capgap.envs import CapgapError
+from capgap.envs import OUTCOMES, CapgapError
 from capgap.envs.core import GridCore
+from capgap.eval.records import run_meta
+from capgap.rundir import RunError
+from capgap.train import logs
+from capgap.train.hooks import EvalContext, charts_of
 
 PER_SEED = ("seed", "name", "init_from")
 """``Args`` fields that may differ between the seeds of a group."""
@@ -51,6 +59,44 @@ class Run:
     run_dir: Path
     eval_dials: dict[str, dict[str, Any]]
     """Env dials of each split's evaluation levels (``rundir.split_dials``)."""
+    net: ActorCritic
+    """Its network as it starts: initialised under its seed (or loaded from ``init_from``)."""
+
+
+def prepare(runs: list[Any], configs: list[dict[str, Any]], dials: dict[str, Any]) -> list[Run]:
+    """Each run's network (initialised under its own seed, as in a lone run; or ``init_from``'s)
+    and run dir: every check first (one-line errors), then the dirs are created."""
+    out = []
+    for a, config in zip(runs, configs, strict=True):
+        torch.manual_seed(a.seed)  # each seed's init, as in a lone run
+        net = build(a.env, a.rung, a.family, **dials)  # validates env, rung, dials
+        if a.init_from:  # fine-tuning: start from another run's network (a resumed run then loads its own)
+            rundir.load_init(a.init_from, config, net)
+        run = Run(a, config, Path(a.out) / rundir.run_name(config), rundir.split_dials(config), net)
+        rundir.check_run_dir(run.run_dir, config)
+        out.append(run)
+    for run in out:
+        rundir.prepare_run_dir(run.run_dir, run.config)
+    return out
+
+
+@contextlib.contextmanager
+def claim(runs: list[Run]) -> Iterator[list[list[Run]]]:
+    """Lock every run dir for the duration; yields the unfinished runs, rewound to a common resume
+    point (:func:`rewind`) and grouped by the step they resume from (each group trains as one)."""
+    with contextlib.ExitStack() as stack:
+        for run in runs:
+            stack.enter_context(rundir.run_lock(run.run_dir))
+        todo = []
+        for run in runs:
+            if rundir.is_done(run.run_dir):
+                print(f"{run.run_dir} already finished; nothing to do")
+            else:
+                todo.append(run)
+        rewind([run.run_dir for run in todo])
+        step = {run.run_dir: resume_step(run.run_dir) for run in todo}
+        todo.sort(key=lambda run: step[run.run_dir])
+        yield [list(part) for _, part in itertools.groupby(todo, key=lambda run: step[run.run_dir])]
 
 
 def shared(args: Iterable[Any]) -> None:
@@ -161,3 +207,165 @@ def load_checkpoints(runs: list[Run], agent: SeedStack, optimizer: torch.optim.O
     for r in runs:
         rundir.trim_evals(r.run_dir, global_step)
     return iteration, global_step, next_eval
+
+
+# ----- the seed dimension of the training flow ------------------------------------------------
+
+
+class EpisodeStats:
+    """Each seed's training episodes that end during one rollout: count, return, length, outcomes."""
+
+    def __init__(self, seeds: int, envs: int, device: torch.device) -> None:
+        self.size = seeds
+        self.n, self.ret, self.length = (torch.zeros(seeds, device=device) for _ in range(3))
+        self.outcomes = torch.zeros(seeds * len(OUTCOMES), device=device)
+        self.base = torch.arange(seeds * envs, device=device) // envs * len(OUTCOMES)  # env -> its seed's counters
+
+    def add(self, e: Any) -> None:
+        """Count the episodes that ended at this step (``core.episodes``)."""
+        if e.done.any():
+            d = e.done.view(self.size, -1).float()
+            self.n += d.sum(1)
+            self.ret += (e.ret.view(self.size, -1) * d).sum(1)
+            self.length += (e.length.view(self.size, -1) * d).sum(1)
+            self.outcomes += torch.bincount((self.base + e.outcome.long())[e.done],
+                                            minlength=self.size * len(OUTCOMES)).float()
+
+    def scalars(self) -> dict[str, list[float | None]]:
+        """``charts/*`` per seed: mean return and length, outcome rates (None: no episode ended)."""
+        out: dict[str, list[float | None]] = {"charts/episodic_return": [], "charts/episodic_length": []}
+        out |= {f"charts/{o}_rate": [] for o in OUTCOMES}
+        for s in range(self.size):
+            n = self.n[s]
+            out["charts/episodic_return"].append(float(self.ret[s] / n) if n else None)
+            out["charts/episodic_length"].append(float(self.length[s] / n) if n else None)
+            for i, o in enumerate(OUTCOMES):
+                out[f"charts/{o}_rate"].append(float(self.outcomes[s * len(OUTCOMES) + i] / n) if n else None)
+        return out
+
+
+class SeedGroup:
+    """The seed dimension of one training flow: S runs of one configuration (S = 1: a lone run)
+    trained as one computation. It holds what each seed keeps for itself: its network (a slice of
+    the stacked ``agent``), its levels and random stream, its TensorBoard writer, evaluations and
+    checkpoints; ``ppo.py`` calls it where a lone run's code would touch one of them. Use it as a
+    context manager: leaving closes the progress bar and writers, and turns Ctrl-C into one line."""
+
+    def __init__(self, runs: list[Run], dials: dict[str, Any], hooks: list[Any]) -> None:
+        self.runs, self.dials, self.hooks, self.size = runs, dials, hooks, len(runs)
+        self.args = runs[0].args  # what the seeds share
+        self.device = torch.device(self.args.device)
+        self.agent = SeedStack([r.net for r in runs]).to(self.device)
+        self.params = self.agent.num_params()
+        self.metas = [run_meta(r.config, dials, self.params, r.run_dir.name) for r in runs]
+        self.rngs = [torch.Generator(self.device).manual_seed(r.args.seed) for r in runs]  # each seed's own stream
+        self.name = runs[0].run_dir.name if len(runs) == 1 else f"{len(runs)} seeds of {runs[0].run_dir.name}"
+        self.writers: list[Any] = []
+        self.last: list[dict[str, float]] = [{} for _ in runs]
+        self.resumed, self.saved, self.bar = False, -1, None
+        self.rows = torch.arange(self.size, device=self.device).unsqueeze(1)
+
+    def reset(self, core: GridCore) -> None:
+        """Start the engine: env ``i`` of seed ``s`` seeded ``s * ENV_STRIDE + i``, as in a lone run."""
+        n = core.num_envs // self.size
+        core.reset(np.concatenate([r.args.seed * ENV_STRIDE + np.arange(n) for r in self.runs]))
+
+    def resume(self, agent: SeedStack, optimizer: torch.optim.Optimizer, core: GridCore) -> tuple[int, int, int]:
+        """(iteration, global_step, next_eval): from the seeds' latest checkpoints, or (0, 0, 0) for a
+        fresh start (after discarding what a start that died before its first checkpoint logged).
+        Opens the TensorBoard writers: a resumed run's purge what the killed process logged after its
+        checkpoint; a new run's get its header (hyperparameters, charts, HParams)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.resumed = rundir.latest_checkpoint(self.runs[0].run_dir) is not None
+        counters = (0, 0, 0)
+        if self.resumed:
+            counters = load_checkpoints(self.runs, agent, optimizer, core, self.rngs)
+            self.saved = counters[1]
+            print(f"{self.name}: resuming from step {self.saved:,}", flush=True)
+        else:
+            for r in self.runs:
+                rundir.discard_unsaved(r.run_dir)
+        purge = counters[1] + 1 if self.resumed else None  # events after the checkpoint are dropped from view
+        self.writers = [SummaryWriter(str(r.run_dir), purge_step=purge) for r in self.runs]
+        if not self.resumed:
+            for w, r in zip(self.writers, self.runs, strict=True):
+                logs.log_run_header(w, r.config, self.params, charts_of(self.hooks, r.config))
+        return counters
+
+    def progress(self, step: int) -> Any:
+        """The progress bar (env steps), started at ``step``."""
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.args.total_steps, initial=step, unit="step", unit_scale=True,
+                        disable=not self.args.progress, desc=self.name, dynamic_ncols=True)
+        return self.bar
+
+    def sample(self, logp: torch.Tensor) -> torch.Tensor:
+        """Actions (S, N) from log-probabilities (S, N, A), each seed's from its own random stream."""
+        return torch.stack([torch.multinomial(p.exp(), 1, generator=g).squeeze(1)
+                            for p, g in zip(logp, self.rngs, strict=True)])
+
+    def minibatches(self, batch: int, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch's minibatches: index ``x[idx]`` of a (S, batch, ...) buffer is each seed's own
+        ``size`` samples, drawn in its own shuffled order, (S, size, ...)."""
+        perm = torch.stack([torch.randperm(batch, generator=g, device=self.device) for g in self.rngs])
+        for start in range(0, batch, size):
+            yield self.rows, perm[:, start:start + size]
+
+    def log(self, step: int, scalars: dict[str, Any]) -> None:
+        """Each seed's training scalars: a number is every seed's; a (S,) tensor or list, one per seed
+        (None: nothing for that seed)."""
+        scalars = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in scalars.items()}
+        for s, writer in enumerate(self.writers):
+            for name, value in scalars.items():
+                v = value[s] if isinstance(value, (list, torch.Tensor)) else value
+                if v is not None:
+                    writer.add_scalar(name, float(v), step)
+
+    def evaluate(self, agent: SeedStack, step: int, channels: tuple[str, ...]) -> None:
+        """Evaluate each seed's network on both splits and log it (:func:`capgap.train.logs.evaluate_and_log`),
+        then call the hooks; every seed's events are on disk before its checkpoint exists."""
+        if self.bar is not None:
+            self.bar.set_description_str(f"{self.name}: evaluating"
+                                         + (" the untrained network..." if step == 0 else "..."))
+        for s, r in enumerate(self.runs):
+            net = agent.network(s)
+            self.last[s] = logs.evaluate_and_log(net, r.args, r.eval_dials, self.writers[s], r.run_dir, step,
+                                                 self.metas[s], channels)
+            ctx = EvalContext(r.args, r.eval_dials["test"], self.writers[s], r.run_dir, self.metas[s])
+            for hook in self.hooks:
+                hook.on_evaluation(net, step, ctx)
+            self.writers[s].flush()
+        if self.bar is not None:
+            self.bar.set_description_str(self.name)
+            self.bar.set_postfix({k: f"{np.mean([m[k] for m in self.last]):.2f}" for k in logs.HEADLINE})
+
+    def checkpoint(self, agent: SeedStack, optimizer: torch.optim.Optimizer, core: GridCore, **counters: int) -> None:
+        """Checkpoint every seed (:func:`save_checkpoints`; ``counters``: iteration, global_step, next_eval)."""
+        save_checkpoints(self.runs, agent, optimizer, core, self.rngs, self.params, counters)
+        self.saved = counters["global_step"]
+
+    def finish(self, step: int, wall_s: float, train_sps: float) -> None:
+        """Close the logs and mark every seed's run finished (``done.json``, written last)."""
+        self.close()
+        for s, r in enumerate(self.runs):
+            final = {"global_step": step, "parameters": self.params, "wall_s": wall_s, "train_sps": train_sps,
+                     "group_seeds": self.size, **self.last[s]}
+            rundir.write_json(r.run_dir / "done.json", final)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()  # ends the bar's line: nothing printed next is glued onto it
+        for w in self.writers:
+            w.close()
+
+    def __enter__(self) -> SeedGroup:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: Any) -> None:
+        self.close()
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            where = (f"resume from its last checkpoint (step {self.saved:,})" if self.saved >= 0
+                     else "start it again")
+            raise RunError(f"interrupted; {self.name} is resumable: re-run the same command to {where}") from None

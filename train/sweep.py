@@ -167,6 +167,15 @@ def parse_range(text: str, what: str) -> list[str]:
     return out
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0..2,7"`` -> ``[0, 1, 2, 7]``, with a one-line error for anything but non-negative integers."""
+    seeds = parse_range(text, "seed")
+    bad = [x for x in seeds if not x.isdigit()]
+    if bad:
+        raise CapgapError(f"malformed seed {bad[0]!r}; seeds are non-negative integers, e.g. 0..4")
+    return [int(x) for x in seeds]
+
+
 def parse_grid(specs: Iterable[str]) -> dict[str, list[str]]:
     """``["p_disambiguate=0,0.02,0.1"]`` -> ``{"p_disambiguate": ["0", "0.02", "0.1"]}`` (values stay
     strings: :func:`validate` checks them, each trial parses its own). A name is an env dial or one
@@ -275,7 +284,12 @@ def _count(env: str, rung_: str, family: str, dials: tuple[str, ...]) -> int:
 
 
 def _exit_with_parent(parent: int) -> None:
-    """Worker initialiser: end this worker if the sweep process dies (e.g. is killed)."""
+    """Worker initialiser: end this worker if the sweep process dies (e.g. is killed). Ctrl-C is the
+    parent's to handle (it ends the workers): a worker ignores it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
@@ -290,10 +304,17 @@ def run_local(fn: Callable[[dict[str, Any]], dict[str, Any]], items: list[dict[s
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+    try:
         for fut in as_completed([pool.submit(fn, item) for item in items]):
             on_done(fut.result())
+    except BaseException:  # an error (or Ctrl-C) ends the other workers now, rather than after their jobs
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def run_ray(fn: Callable[[dict[str, Any]], dict[str, Any]], items: list[dict[str, Any]], threads: int,
@@ -324,34 +345,65 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: s
     seeds of a small rung as one batched group (:func:`plan`). ``threads``: torch threads per worker
     (0 = the cores shared out among the workers; pass 1 when other work shares the machine: torch
     threads that wait for a busy core slow a run several-fold)."""
+    if backend not in ("local", "ray"):
+        raise CapgapError(f"unknown backend {backend!r}; expected local or ray")
+    if threads < 0:
+        raise CapgapError(f"--threads {threads} must be >= 0 (0 = the cores shared out among the workers)")
+    if workers < 0:
+        raise CapgapError(f"--workers {workers} must be >= 0 (0 = one per core)")
     validate(sweep)
     prepare(sweep)
-    cores = os.cpu_count() or 1
-    workers = workers or cores
-    todo = [t for t in sweep.trials() if not is_done(t)]
-    total = len(sweep.trials())
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=total - len(todo), unit="trial", disable=not progress, dynamic_ncols=True,
-               desc=f"sweep {sweep.out.name}")
-    done: list[dict[str, Any]] = []
+    with rundir.run_lock(sweep.out, wait_s=0):  # a second sweep on this --out stops at once
+        cores = os.cpu_count() or 1
+        trials = sweep.trials()
+        todo = [t for t in trials if not is_done(t)]
+        jobs = plan(todo, group)
+        workers = min(workers or cores, max(len(jobs), 1))
+        threads = threads or max(1, cores // workers)  # fewer jobs than workers: each gets more threads
+        items = [[{**config_of(t), "threads": threads} for t in job] for job in jobs]
+        done: list[dict[str, Any]] = []
+        with tqdm(total=len(trials), initial=len(trials) - len(todo), unit="trial", disable=not progress,
+                  dynamic_ncols=True, desc=f"sweep {sweep.out.name}") as bar:  # closed before an error prints
 
-    def on_done(summaries: list[dict[str, Any]]) -> None:
-        for summary in summaries:
-            done.append(summary)
-            bar.update(1)
-            bar.set_postfix(last=summary["run"][-40:], C_test=f"{summary.get('C_test', float('nan')):.2f}",
-                            A_test=f"{summary.get('A_test', float('nan')):.2f}")
+            def on_done(summaries: list[dict[str, Any]]) -> None:
+                for summary in summaries:
+                    done.append(summary)
+                    bar.update(1)
+                    bar.set_postfix(last=summary["run"][-40:], C_test=f"{summary.get('C_test', float('nan')):.2f}",
+                                    A_test=f"{summary.get('A_test', float('nan')):.2f}")
 
-    jobs = plan(todo, group)
-    workers = min(workers, max(len(jobs), 1))
-    threads = threads or max(1, cores // workers)  # fewer jobs than workers: each gets more threads
-    items = [[{**config_of(t), "threads": threads} for t in job] for job in jobs]
-    if backend == "local":
-        run_local(run_trials, items, workers, on_done)
-    elif backend == "ray":
-        run_ray(run_trials, items, threads, address, on_done)
-    else:
-        raise CapgapError(f"unknown backend {backend!r}; expected local or ray")
-    bar.close()
+            if backend == "local":
+                run_local(run_trials, items, workers, on_done)
+            else:
+                run_ray(run_trials, items, threads, address, on_done)
     return done
+
+
+def evaluate_all(path: Path, episodes: int, workers: int = 0, inspect: bool = False,
+                 progress: bool = True) -> tuple[int, int, int]:
+    """``capgap eval``: :func:`capgap.eval.evaluator.evaluate_run` on every run under ``path``, in
+    ``workers`` processes (0 = one per core); returns (runs, checkpoints evaluated, checkpoints inspected)."""
+    from tqdm import tqdm
+
+    from capgap.eval.evaluator import evaluate_run, find_runs
+
+    runs = find_runs(Path(path))
+    workers = min(workers or os.cpu_count() or 1, len(runs))
+    jobs = [{"run_dir": str(r), "episodes": episodes, "threads": max(1, (os.cpu_count() or 1) // workers),
+             "inspect": inspect} for r in runs]
+    done = [0, 0]
+    with tqdm(total=len(jobs), unit="run", desc="eval", dynamic_ncols=True, disable=not progress) as bar:
+
+        def on_done(r: dict[str, Any]) -> None:
+            done[0] += r["evaluated"]
+            done[1] += r["inspected"]
+            bar.update(1)
+
+        if workers <= 1:
+            for job in jobs:
+                on_done(evaluate_run(job))
+        else:
+            run_local(evaluate_run, jobs, workers, on_done)
+    return len(runs), done[0], done[1]
