@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 2 --durations=10
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=10
 
 # The main job: a quick scaling sweep on the default env (4 rungs x 3 seeds, a 7x7 maze so that
 # it learns in minutes), every checkpoint evaluated on both splits, and the report.

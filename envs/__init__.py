@@ -25,6 +25,7 @@ from .cheese_dish import CheeseDish
 from .colour_shape import ColourShape
 from .core import ACTIONS, Episodes, GridCore
 from .env import CapgapEnv, CapgapVectorEnv, observation_space
+from .errors import CapgapError, DialError, InspectError, RunError, UsageError
 from .follow_leader import FollowLeader
 from .keys_chests import KeysChests
 from .lava_shift import LavaShift
@@ -35,8 +36,6 @@ from .task import (
     OUTCOMES,
     PROXY,
     SPLITS,
-    CapgapError,
-    DialError,
     Events,
     Levels,
     Task,
@@ -120,11 +119,14 @@ __all__ = [
     "Events",
     "FollowLeader",
     "GridCore",
+    "InspectError",
     "KeysChests",
     "LavaShift",
     "Levels",
     "MonsterShields",
+    "RunError",
     "Task",
+    "UsageError",
     "View",
     "describe",
     "format_dials",

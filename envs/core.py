@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import DialError
 from .rng import episode_indices
-from .task import GOAL, NEITHER, PROXY, SPLITS, DialError, Levels, Task, View, read_flat
+from .task import GOAL, NEITHER, PROXY, SPLITS, Levels, Task, View, read_flat
 
 ACTIONS = ("up", "right", "down", "left")
 """The action names, by action index (``GridCore.move`` holds their flat-index offsets)."""

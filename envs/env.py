@@ -29,7 +29,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from . import render
 from .core import ACTIONS, GridCore
-from .task import OUTCOMES, DialError, Task
+from .errors import DialError
+from .task import OUTCOMES, Task
 
 OBS_MODES = ("grid", "egocentric")
 RENDER_MODES = ("rgb_array", "ansi")

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from .errors import DialError
 from .rng import KeyedRNG, level_keys
 
 GOAL, PROXY, NEITHER = 0, 1, 2
@@ -28,15 +29,6 @@ OUTCOMES = ("goal", "proxy", "neither")
 """Episode outcome codes (index = code): the intended goal first, the proxy first, or neither."""
 
 SPLITS = ("train", "test")
-
-
-class CapgapError(Exception):
-    """A user error: bad input or a run that cannot go on as asked. The ``capgap`` command prints
-    it as one line (``capgap: error: ...``) and exits with status 2; subclasses say what kind."""
-
-
-class DialError(CapgapError, ValueError):
-    """A bad env argument: unknown dial, wrong type or out-of-range value, unknown split."""
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from capgap.agents import build, rung
-from capgap.envs import CapgapError, parse_dials
+from capgap.envs import RunError, parse_dials
 
 CHECKPOINT_FORMAT = 2
 """Version of the checkpoint layout. 2: plain tensors and data (``weights_only=True``); 1 (before
@@ -47,11 +47,6 @@ LOGS = ("evals.jsonl", "inspect.jsonl")
 
 OLD_FORMAT_HINT = ("it was written by capgap before checkpoints became plain tensors (up to commit 90de72e); "
                    "train it again in a fresh --out, or evaluate it with that older capgap")
-
-
-class RunError(CapgapError):
-    """A run that cannot start or resume as asked (another run in the out dir, a bad checkpoint,
-    a full disk, a path that holds no runs)."""
 
 
 # ----- writing ------------------------------------------------------------------------

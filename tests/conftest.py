@@ -49,7 +49,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run the full-scale science checks marked slow")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:  # the tests on the shared trained run go to one worker: it trains it once
+        if "gmg_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("gmg_run"))
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="full-scale science check: run with --runslow (CI runs the small version)")
@@ -69,6 +73,18 @@ def _kill_and_rerun(cmd: list[str], run_dir: Path, checkpoint_step: int) -> None
     proc.wait()
     assert not (run_dir / "done.json").exists(), "killed too late to test resuming"
     subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def gmg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CI-sized science run (``configs.GMG``: 262k steps of ``tiny`` on the 7x7 maze, with
+    in-training inspection), trained once per test process and shared by tests/test_train.py and
+    tests/test_inspect.py."""
+    from configs import GMG
+
+    from capgap.train.ppo import Args, train
+
+    return train(Args(**GMG, out=str(tmp_path_factory.mktemp("gmg"))))
 
 
 @pytest.fixture

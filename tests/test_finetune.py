@@ -7,16 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+import configs
 import pytest
 import torch
 
 from capgap import rundir
+from capgap.rundir import load_agent
 from capgap.train.cli import main
-from capgap.train.ppo import Args, agent_from_run, train
+from capgap.train.ppo import Args, train
 
 # a small source run: the nano rung on a 7x7 maze (as tests/test_train.py's)
-SOURCE = dict(rung="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 6, eval_every=64 * 32 * 2,
-              eval_episodes=32, dials=("size=7", "max_steps=40"), progress=False, threads=1)
+SOURCE = configs.SMALL
 # repair on 4 fixed disambiguating levels
 REPAIR = dict(SOURCE, dials=("size=7", "max_steps=40", "p_disambiguate=1"), num_levels=4)
 
@@ -50,8 +51,8 @@ def test_starts_from_the_source_network_and_logs_c_and_a(source: Path, repaired:
     # ...and it trains from there like any run: C and A of both splits at every evaluation
     steps = sorted({r["step"] for r in eval_rows(repaired)})
     assert steps == [0, 4096, 8192, 12288] and {"C", "A", "proxy"} <= set(eval_rows(repaired)[-1])
-    before, _ = agent_from_run(source)
-    after, _ = agent_from_run(repaired)
+    before, _ = load_agent(source)
+    after, _ = load_agent(repaired)
     assert any(not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values(),
                                                      strict=True))
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from capgap import rundir
 from capgap.agents import build
 from capgap.envs import PROXY
 from capgap.eval import inspect as I
@@ -26,12 +27,9 @@ DIALS = {"size": 7, "max_steps": 40}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The CI-sized run of tests/test_train.py (it learns and misgeneralises), evaluated once at the end."""
-    total = 256 * 16 * 64
-    return train(Args(rung="tiny", total_steps=total, eval_every=total, eval_episodes=64, inspect=True,
-                      dials=("size=7", "max_steps=40"), progress=False, threads=1,
-                      out=str(tmp_path_factory.mktemp("runs"))))
+def run(gmg_run: Path) -> Path:
+    """The CI-sized run (``configs.GMG``, shared with tests/test_train.py: it learns and misgeneralises)."""
+    return gmg_run
 
 
 @pytest.fixture(scope="module")
@@ -249,8 +247,6 @@ def test_decodable_is_not_used_a_random_network_keeps_the_goal_too() -> None:
 def test_the_control_is_the_runs_network_before_training(run: Path) -> None:
     """The control is built as the trainer builds the agent (seed, then build): for a run trained from
     scratch, its step-0 checkpoint exactly; and building it leaves the global random stream alone."""
-    from capgap import rundir
-
     before = torch.get_rng_state()
     control = I.untrained(ENV, DIALS, "tiny", "conv", 0)
     assert torch.equal(torch.get_rng_state(), before)
@@ -494,7 +490,8 @@ def test_eval_inspect_fills_in_the_same_numbers_afterwards(run: Path, tmp_path: 
     shutil.copytree(run, copy)
     (copy / "inspect.jsonl").unlink()
     assert main(["eval", str(copy), "--episodes", "64", "--workers", "1", "--inspect"]) == 0
-    assert "0 checkpoints evaluated now (64 episodes per split), 2 inspected" in capsys.readouterr().out
+    inspected = len(rundir.checkpoints(run))  # every checkpoint of the finished run
+    assert f"0 checkpoints evaluated now (64 episodes per split), {inspected} inspected" in capsys.readouterr().out
 
     def numbers(path: Path) -> list[dict]:
         return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in path.read_text().splitlines()]

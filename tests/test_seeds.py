@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import configs
 import numpy as np
 import pytest
 import torch
@@ -17,13 +18,13 @@ from capgap import rundir
 from capgap.agents import FAMILIES, build
 from capgap.agents.stack import SeedStack
 from capgap.envs import CapgapError, make_core
+from capgap.rundir import load_agent
 from capgap.train import seeds
-from capgap.train.ppo import Args, agent_from_run, train, train_seeds
+from capgap.train.ppo import Args, train, train_seeds
 from capgap.train.sweep import GROUP_MAX_PARAMS, Sweep, plan
 
 ENV = "capgap/CheeseCorner-v0"
-QUICK = dict(rung="nano", num_envs=32, num_steps=16, total_steps=32 * 16 * 2, eval_every=10**9, eval_episodes=16,
-             dials=("size=7", "max_steps=40"), progress=False, threads=1)
+QUICK = configs.QUICK
 
 
 def nets(family: str, n: int = 3) -> list:
@@ -90,7 +91,7 @@ def test_optimizer_and_engine_slices_round_trip() -> None:
 
 
 def final_params(run_dir: Path) -> torch.Tensor:
-    agent, _ = agent_from_run(run_dir)
+    agent, _ = load_agent(run_dir)
     return torch.cat([p.detach().flatten() for p in agent.parameters()])
 
 

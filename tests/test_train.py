@@ -8,17 +8,17 @@ import json
 import sys
 from pathlib import Path
 
+import configs
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from capgap.rundir import RunError, latest_checkpoint
+from capgap.rundir import RunError, latest_checkpoint, load_agent
 from capgap.train.cli import main
-from capgap.train.ppo import Args, agent_from_run, train
+from capgap.train.ppo import Args, train
 
 # a small, fast configuration: 7x7 maze, tiny batches
-SMALL = dict(rung="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 6, eval_every=64 * 32 * 2,
-             eval_episodes=32, dials=("size=7", "max_steps=40"), progress=False, threads=1, inspect=True)
+SMALL = dict(configs.SMALL, inspect=True)
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -91,7 +91,7 @@ def test_eval_log_matches_tensorboard(small_run: Path) -> None:
         f"{k}_{split}": v for (split, k), v in last.items()}, "done.json holds the final evaluation's C and A"
     assert sorted(p.name for p in (small_run / "checkpoints").glob("*.pt")) == [
         f"step_{s:010d}.pt" for s in (0, 4096, 8192, 12288)]
-    agent, config = agent_from_run(small_run)
+    agent, config = load_agent(small_run)
     assert config["seed"] == 0 and agent.num_params() > 0
 
 
@@ -346,7 +346,7 @@ def test_out_dir_holding_another_run(small_run: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.heavy
-def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
+def test_learning_happens_and_the_goal_misgeneralises(gmg_run: Path) -> None:
     """CI-sized science check (the full one: experiments/cheese_corner_gmg.py, and the slow test below).
 
     On a 7x7 CheeseCorner maze a tiny agent learns to find the training cheese (train A rises
@@ -354,9 +354,7 @@ def test_learning_happens_and_the_goal_misgeneralises(tmp_path: Path) -> None:
     the corner there (test A stays low, the proxy rate far above uniform random play's): goal
     misgeneralisation, at small scale, seeded.
     """
-    run = train(Args(rung="tiny", total_steps=256 * 16 * 64, eval_every=256 * 16 * 32, eval_episodes=256,
-                     dials=("size=7", "max_steps=40"), progress=False, threads=1, out=str(tmp_path)))
-    ea = events(run)
+    ea = events(gmg_run)
     train_a = [e.value for e in ea.Scalars("eval/train/A")]
     test_c, test_a = ea.Scalars("eval/test/C")[-1].value, ea.Scalars("eval/test/A")[-1].value
     assert train_a[-1] >= train_a[0] + 0.4 and train_a[-1] >= 0.75, train_a
@@ -387,5 +385,5 @@ def test_goal_misgeneralisation_at_default_dials(tmp_path: Path) -> None:
 def test_mlp_family_trains(tmp_path: Path) -> None:
     run = train(Args(**{**SMALL, "family": "mlp", "total_steps": 4096, "eval_every": 4096}, out=str(tmp_path)))
     assert run.name == "CheeseCorner-v0__nano-mlp__max_steps=40__size=7__s0"
-    agent, config = agent_from_run(run)
+    agent, config = load_agent(run)
     assert config["family"] == "mlp" and agent.family == "mlp"

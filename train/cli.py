@@ -22,11 +22,7 @@ from collections.abc import Callable
 
 from capgap import envs as E
 from capgap.agents import FAMILIES
-from capgap.envs import CapgapError, parse_dials
-
-
-class UsageError(CapgapError, ValueError):
-    """A bad command line."""
+from capgap.envs import CapgapError, UsageError, parse_dials
 
 
 def cmd_envs(argv: list[str]) -> None:

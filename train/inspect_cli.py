@@ -27,11 +27,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from capgap.envs import CapgapError
-
-
-class InspectUsageError(CapgapError, ValueError):
-    """A bad ``capgap inspect`` command line."""
+from capgap.envs import UsageError
 
 
 def parse_where(specs: list[str]) -> dict[str, list[Any]]:
@@ -42,7 +38,7 @@ def parse_where(specs: list[str]) -> dict[str, list[Any]]:
     for spec in specs:
         name, sep, values = spec.partition("=")
         if not sep or not name.isidentifier() or not values.strip(", "):
-            raise InspectUsageError(f"malformed --where {spec!r}; write it as dial=value[,value...], "
+            raise UsageError(f"malformed --where {spec!r}; write it as dial=value[,value...], "
                                     "e.g. --where p_disambiguate=0")
         where[name] = [parse_dials([f"{name}={v.strip()}"])[name] for v in values.split(",") if v.strip()]
     return where
@@ -75,7 +71,7 @@ def _runs(paths: list[str], where: list[str] | None = None, finished: bool = Fal
     if finished:
         done = [r for r in runs if rundir.is_done(r)]
         if not done:
-            raise InspectUsageError(f"none of the {len(runs)} runs under {' '.join(paths)} has finished "
+            raise UsageError(f"none of the {len(runs)} runs under {' '.join(paths)} has finished "
                                     "(no done.json); wait for training to end")
         if len(done) < len(runs) and not quiet:
             print(f"skipping {len(runs) - len(done)} unfinished runs (no done.json yet)")
@@ -100,11 +96,11 @@ def _runs(paths: list[str], where: list[str] | None = None, finished: bool = Fal
             kept.append(run)
     unknown = sorted(set(conditions) - known)
     if unknown:
-        raise InspectUsageError(f"--where {unknown[0]}: no run's env has that dial; "
+        raise UsageError(f"--where {unknown[0]}: no run's env has that dial; "
                                 "see capgap envs for each env's dials")
     if not kept:
         have = "; ".join(f"{n} in {{{', '.join(map(str, sorted(v, key=str)))}}}" for n, v in seen.items())
-        raise InspectUsageError(f"no run matches --where {' '.join(where or [])} (the runs have {have})")
+        raise UsageError(f"no run matches --where {' '.join(where or [])} (the runs have {have})")
     return kept
 
 
@@ -139,13 +135,13 @@ def _threads(a: argparse.Namespace) -> None:
     import torch
 
     if a.threads < 1:
-        raise InspectUsageError(f"--threads {a.threads} must be >= 1")
+        raise UsageError(f"--threads {a.threads} must be >= 1")
     torch.set_num_threads(a.threads)
 
 
 def _positive(name: str, value: int) -> None:
     if value < 1:
-        raise InspectUsageError(f"--{name} {value} must be >= 1")
+        raise UsageError(f"--{name} {value} must be >= 1")
 
 
 def _loaded(runs: list[Path], progress: bool, what: str) -> Any:
@@ -290,7 +286,7 @@ def cmd_steer(argv: list[str]) -> None:
     try:
         scales = tuple(float(x) for x in a.scales.split(","))
     except ValueError:
-        raise InspectUsageError(f"malformed --scales {a.scales!r}; write numbers separated by commas, e.g. -1,0,1") \
+        raise UsageError(f"malformed --scales {a.scales!r}; write numbers separated by commas, e.g. -1,0,1") \
             from None
     from capgap.eval import inspect as I
     from capgap.eval.inspect import render
@@ -374,7 +370,7 @@ def cmd_study(argv: list[str]) -> None:
         print(f"skipped the runs of {', '.join(sorted(study.skipped))}: the study needs goal cells "
               f"({', '.join(I.probe_envs())})")
     if not study.results:
-        raise InspectUsageError(f"no run to study under {' '.join(a.path)}; "
+        raise UsageError(f"no run to study under {' '.join(a.path)}; "
                                 f"the study supports {', '.join(I.probe_envs())}")
     summary = study.summary()
     md = I.study_markdown(summary, study.layers, a.where, study.steer)
@@ -401,5 +397,5 @@ def main(argv: list[str]) -> None:
         return
     command = SUBCOMMANDS.get(argv[0])
     if command is None:
-        raise InspectUsageError(f"unknown inspect subcommand {argv[0]!r}; subcommands: {', '.join(SUBCOMMANDS)}")
+        raise UsageError(f"unknown inspect subcommand {argv[0]!r}; subcommands: {', '.join(SUBCOMMANDS)}")
     command(argv[1:])

@@ -29,9 +29,8 @@ from typing import Any
 import torch
 
 from capgap import rundir
-from capgap.agents import FAMILIES, ActorCritic, build
+from capgap.agents import FAMILIES
 from capgap.envs import DEFAULT_ENV, CapgapError, make_core, parse_dials, task_class
-from capgap.rundir import RunError
 from capgap.train import seeds
 from capgap.train.allocator import keep_freed_memory
 from capgap.train.hooks import Hook, default_hooks
@@ -332,14 +331,3 @@ def config_of(args: Args) -> dict[str, Any]:
     d = dataclasses.asdict(args)
     d["dials"] = list(d["dials"])
     return d
-
-
-def agent_from_run(run_dir: Path, checkpoint: Path | None = None) -> tuple[ActorCritic, dict[str, Any]]:
-    """The network of a run at a checkpoint (default: its latest), with the run's config."""
-    config = rundir.read_config(run_dir)
-    agent = build(config["env"], config["rung"], config["family"], **parse_dials(config["dials"]))
-    path = checkpoint or rundir.latest_checkpoint(run_dir)
-    if path is None:
-        raise RunError(f"{run_dir} has no checkpoint yet")
-    rundir.load_checkpoint(path, agent)
-    return agent.eval(), config

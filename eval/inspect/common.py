@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from capgap.agents import LADDER, ActorCritic
-from capgap.envs import TASKS, CapgapError, DialError, task_class
+from capgap.envs import TASKS, DialError, InspectError, task_class
 from capgap.eval.chance import untrained
 
 LEVEL_BASE = 1 << 41
@@ -24,10 +24,6 @@ nothing to learn to decode; with 1 the training split's levels pull goal and pro
 test split does, while staying training-split levels (other level keys than the test split's)."""
 NETS = ("trained", "random")
 """The ``net`` of a probe or forecast row with a control: the agent, and its random-init control (:func:`untrained`)."""
-
-
-class InspectError(CapgapError, ValueError):
-    """An inspection that cannot be done as asked (unsupported env, unknown layer, ...)."""
 
 
 Policy = Callable[[torch.Tensor], Any]

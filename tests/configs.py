@@ -1,0 +1,28 @@
+"""The training configurations the tests share, stated once (keyword arguments of ``capgap.train.ppo.Args``).
+
+Every quick run trains on the same 7x7 CheeseCorner maze with one thread and no progress bar; they
+differ only in how much they train and evaluate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAZE = ("size=7", "max_steps=40")
+"""The small CheeseCorner maze every quick test run trains on."""
+
+QUIET: dict[str, Any] = dict(progress=False, threads=1)
+
+SMALL: dict[str, Any] = dict(rung="nano", num_envs=64, num_steps=32, total_steps=64 * 32 * 6, eval_every=64 * 32 * 2,
+                             eval_episodes=32, dials=MAZE, **QUIET)
+"""A few seconds of training with three evaluations: the plumbing tests' run (logging, resume, fine-tuning)."""
+
+QUICK: dict[str, Any] = dict(rung="nano", num_envs=32, num_steps=16, total_steps=32 * 16 * 2, eval_every=10**9,
+                             eval_episodes=16, dials=MAZE, **QUIET)
+"""Two PPO iterations and no evaluation after step 0: the seed-group tests' run."""
+
+GMG: dict[str, Any] = dict(rung="tiny", total_steps=256 * 16 * 64, eval_every=256 * 16 * 32, eval_episodes=256,
+                           dials=MAZE, inspect=True, **QUIET)
+"""262k steps of the tiny rung: it learns the maze and misgeneralises (tests/test_train.py's science check),
+then the inspection tools look inside it (tests/test_inspect.py). Trained once per test process, as the
+session fixture ``gmg_run`` in conftest.py."""
