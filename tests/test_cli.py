@@ -87,3 +87,26 @@ def test_one_base_class_for_user_errors() -> None:
     for cls in (E.DialError, RunError, UsageError):
         assert issubclass(cls, E.CapgapError), cls
     assert not issubclass(E.CapgapError, (ValueError, RuntimeError)), "a bug's ValueError must not print as one line"
+
+
+def test_eval_in_this_process_keeps_its_thread_count(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``capgap eval --workers 1`` evaluates in the calling process: with ``--threads`` (default 1) for
+    the evaluation, and the caller's own thread count restored afterwards (no 2-thread trap left behind)."""
+    import shutil
+
+    import configs
+    import torch
+
+    from capgap.train.ppo import Args, train
+
+    run = train(Args(**{**configs.QUICK, "total_steps": 32 * 16}, out=str(tmp_path)))
+    shutil.rmtree(run / "episodes")  # training evaluated its checkpoints: make eval do it again
+    torch.set_num_threads(2)
+    try:
+        assert main(["eval", str(run), "--episodes", "8", "--workers", "1"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert "1 runs, 2 checkpoints evaluated now" in capsys.readouterr().out
+    assert main(["eval", str(run), "--threads", "0"]) == 2
+    assert "--threads 0: give a thread count >= 1" in capsys.readouterr().err

@@ -208,6 +208,8 @@ def cmd_eval(argv: list[str]) -> None:
     p.add_argument("path", help="a run dir or a sweep dir")
     p.add_argument("--episodes", type=int, default=512, help="episodes (fresh levels) per split per checkpoint")
     p.add_argument("--workers", type=int, default=0, help="processes (0 = one per core)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per worker (1, the default, is fastest when other work shares the machine)")
     p.add_argument("--inspect", action="store_true",
                    help="also inspect every checkpoint of finished runs (inspect.jsonl, as capgap train --inspect)")
     a = p.parse_args(argv)
@@ -215,7 +217,9 @@ def cmd_eval(argv: list[str]) -> None:
         raise UsageError(f"--episodes {a.episodes} must be >= 1")
     if a.workers < 0:
         raise UsageError(f"--workers {a.workers} must be >= 0 (0 = one per core)")
-    runs, evaluated, inspected = evaluate_all(Path(a.path), a.episodes, a.workers, a.inspect)
+    if a.threads < 1:
+        raise UsageError(f"--threads {a.threads}: give a thread count >= 1")
+    runs, evaluated, inspected = evaluate_all(Path(a.path), a.episodes, a.workers, a.inspect, threads=a.threads)
     print(f"eval: {runs} runs, {evaluated} checkpoints evaluated now ({a.episodes} episodes per split)"
           + (f", {inspected} inspected" if a.inspect else ""))
 

@@ -382,17 +382,18 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: s
 
 
 def evaluate_all(path: Path, episodes: int, workers: int = 0, inspect: bool = False,
-                 progress: bool = True) -> tuple[int, int, int]:
+                 progress: bool = True, threads: int = 1) -> tuple[int, int, int]:
     """``capgap eval``: :func:`capgap.eval.evaluator.evaluate_run` on every run under ``path``, in
-    ``workers`` processes (0 = one per core); returns (runs, checkpoints evaluated, checkpoints inspected)."""
+    ``workers`` processes (0 = one per core; 1 = in this process, whose thread count is restored
+    afterwards), ``threads`` torch threads each; returns (runs, checkpoints evaluated, checkpoints inspected)."""
+    import torch
     from tqdm import tqdm
 
     from capgap.eval.evaluator import evaluate_run, find_runs
 
     runs = find_runs(Path(path))
     workers = min(workers or os.cpu_count() or 1, len(runs))
-    jobs = [{"run_dir": str(r), "episodes": episodes, "threads": max(1, (os.cpu_count() or 1) // workers),
-             "inspect": inspect} for r in runs]
+    jobs = [{"run_dir": str(r), "episodes": episodes, "threads": threads, "inspect": inspect} for r in runs]
     done = [0, 0]
     with tqdm(total=len(jobs), unit="run", desc="eval", dynamic_ncols=True, disable=not progress) as bar:
 
@@ -402,8 +403,12 @@ def evaluate_all(path: Path, episodes: int, workers: int = 0, inspect: bool = Fa
             bar.update(1)
 
         if workers <= 1:
-            for job in jobs:
-                on_done(evaluate_run(job))
+            before = torch.get_num_threads()
+            try:
+                for job in jobs:
+                    on_done(evaluate_run(job))
+            finally:
+                torch.set_num_threads(before)
         else:
             run_local(evaluate_run, jobs, workers, on_done)
     return len(runs), done[0], done[1]
