@@ -345,19 +345,28 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: s
     seeds of a small rung as one batched group (:func:`plan`). ``threads``: torch threads per worker
     (0 = the cores shared out among the workers; pass 1 when other work shares the machine: torch
     threads that wait for a busy core slow a run several-fold)."""
+    return run_sweeps([sweep], sweep.out, backend, workers, address, progress, group, threads)
+
+
+def run_sweeps(sweeps: list[Sweep], lock: Path, backend: str = "local", workers: int = 0, address: str | None = None,
+               progress: bool = True, group: bool = True, threads: int = 0) -> list[dict[str, Any]]:
+    """:func:`run_sweep` over several sweeps as one pool of jobs (a study whose parts differ in their
+    base config: budgets, seeds), largest first; ``lock``: the dir a second process on the same
+    study is refused on."""
     if backend not in ("local", "ray"):
         raise CapgapError(f"unknown backend {backend!r}; expected local or ray")
     if threads < 0:
         raise CapgapError(f"--threads {threads} must be >= 0 (0 = the cores shared out among the workers)")
     if workers < 0:
         raise CapgapError(f"--workers {workers} must be >= 0 (0 = one per core)")
-    validate(sweep)
-    prepare(sweep)
+    for sweep in sweeps:
+        validate(sweep)
+        prepare(sweep)
     from tqdm import tqdm
 
-    with rundir.run_lock(sweep.out, wait_s=0):  # a second sweep on this --out stops at once
+    with rundir.run_lock(lock, wait_s=0):  # a second sweep on this --out stops at once
         cores = os.cpu_count() or 1
-        trials = sweep.trials()
+        trials = [t for sweep in sweeps for t in sweep.trials()]
         todo = [t for t in trials if not is_done(t)]
         jobs = plan(todo, group)
         workers = min(workers or cores, max(len(jobs), 1))
@@ -365,7 +374,7 @@ def run_sweep(sweep: Sweep, backend: str = "local", workers: int = 0, address: s
         items = [[{**config_of(t), "threads": threads} for t in job] for job in jobs]
         done: list[dict[str, Any]] = []
         with tqdm(total=len(trials), initial=len(trials) - len(todo), unit="trial", disable=not progress,
-                  dynamic_ncols=True, desc=f"sweep {sweep.out.name}") as bar:  # closed before an error prints
+                  dynamic_ncols=True, desc=f"sweep {lock.name}") as bar:  # closed before an error prints
 
             def on_done(summaries: list[dict[str, Any]]) -> None:
                 for summary in summaries:
