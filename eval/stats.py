@@ -144,7 +144,7 @@ def _tasks(scores_by_task: Mapping[str, Iterable[float]] | Sequence[Iterable[flo
 
 
 def iqm_ci(scores_by_task: Mapping[str, Iterable[float]] | Sequence[Iterable[float]], n_resamples: int = 2000,
-           seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+           seed: int = 0, confidence: float = CONFIDENCE, expand: bool = True) -> tuple[float, float, float]:
     """(IQM, lo, hi) over a suite: the IQM of all runs of all tasks, with the stratified bootstrap
     of rliable (Agarwal et al. 2021): each resample draws every task's runs with replacement
     *within that task* (so each task keeps its number of runs and the suite keeps its tasks), the
@@ -160,6 +160,8 @@ def iqm_ci(scores_by_task: Mapping[str, Iterable[float]] | Sequence[Iterable[flo
     point = iqm(np.concatenate(tasks))
     if all(t.size == 1 for t in tasks):
         return point, math.nan, math.nan
+    if expand:
+        tasks = [t.mean() + (t - t.mean()) * math.sqrt(t.size / (t.size - 1)) if t.size > 1 else t for t in tasks]
     rng = np.random.default_rng(seed)
     resampled = np.concatenate([t[rng.integers(0, t.size, size=(n_resamples, t.size))] for t in tasks], axis=1)
     boot = st.trim_mean(resampled, 0.25, axis=1)
