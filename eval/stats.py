@@ -68,8 +68,10 @@ misgeneralising mode a quarter of the seeds fall into (all three seeds miss it 4
 and then nothing in the data says it exists) and rates piled at 0 with a long tail. The t-interval
 is never worse than the percentile bootstrap or BCa at n <= 5, and its width pays for small n.
 Bootstrap-t does better on the long-tailed case from n = 5 on (0.94 against 0.73), but is infinite
-at n = 3, our usual count. capgap uses the t-interval at every n, so one rule reads everywhere. No interval is clipped to [0, 1]: clipping would
-not change coverage, but the width would then hide how few seeds there are.
+at n = 3, our usual count. capgap uses the t-interval at every n, so one rule reads everywhere.
+No interval is clipped to [0, 1]: clipping would not change coverage, but the width would then
+hide how few seeds there are. Tables for the slope, the IQM and the mitigation threshold:
+docs/metrics.md, "Intervals: why this method".
 
 Aggregates and trends
 ---------------------
@@ -262,3 +264,30 @@ def verdict(slope: float, lo: float, hi: float, flat_band: float = FLAT_BAND) ->
     if -flat_band <= lo and hi <= flat_band:
         return "flat"
     return "inconclusive"
+
+
+def scaling_rows(per_env: Mapping[str, tuple[Sequence[float], Sequence[Iterable[float]]]],
+                 flat_band: float = FLAT_BAND) -> list[dict[str, object]]:
+    """One row per env of a suite: ``env -> (log10_params per rung, per-seed values per rung)`` in,
+    ``{env, rungs, seeds, slope, lo, hi, verdict}`` out (``seeds``: the per-rung seed counts, e.g.
+    ``"3,3,3,2"``, so every slope states its n), in the order given."""
+    rows: list[dict[str, object]] = []
+    for env, (x, values) in per_env.items():
+        counts = [int(_finite(v).size) for v in values]
+        slope, lo, hi = slope_ci(x, values)
+        rows.append({"env": env, "rungs": sum(c > 0 for c in counts), "seeds": ",".join(map(str, counts)),
+                     "slope": slope, "lo": lo, "hi": hi, "verdict": verdict(slope, lo, hi, flat_band)})
+    return rows
+
+
+def verdict_table(rows: Sequence[Mapping[str, object]], metric: str = "gap_test",
+                  flat_band: float = FLAT_BAND) -> list[str]:
+    """The markdown lines of a suite's verdict table (:func:`scaling_rows`), with its rule under it."""
+    from capgap.eval.table import ci, markdown
+
+    lines = markdown(["env", "rungs", "seeds per rung", f"slope of {metric} per 10x params [95% CI]", "verdict"],
+                     [[r["env"], r["rungs"], r["seeds"], ci(r["slope"], r["lo"], r["hi"], 3), r["verdict"]]
+                      for r in rows])
+    return [*lines, "", f"Least-squares slope of the rung means against log10(parameters), Welch t-interval over "
+            f"seeds (capgap.eval.stats.slope_ci). grows: CI above +{flat_band}; shrinks: CI below -{flat_band}; "
+            f"flat: CI within ±{flat_band}; else inconclusive."]

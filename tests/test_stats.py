@@ -185,3 +185,16 @@ def test_verdict_band() -> None:
     assert stats.verdict(0.03, 0.02, 0.04, flat_band=0.01) == "grows"
     assert stats.verdict(0.03, 0.02, 0.04, flat_band=0.05) == "flat"
     assert set(stats.VERDICTS) == {"grows", "flat", "shrinks", "inconclusive"}
+
+
+def test_verdict_table_over_a_suite() -> None:
+    suite = {"Grows": (X, seeds_about([0.1 + 0.15 * (x - 3) for x in X], 0.01)),
+             "Flat": (X, seeds_about([0.3] * 6, 0.01)),
+             "Noisy": (X, seeds_about([0.1 + 0.15 * (x - 3) for x in X], 0.4)),
+             "OneSeed": (X, [[0.1 * x] for x in X])}
+    rows = stats.scaling_rows(suite)
+    assert [r["verdict"] for r in rows] == ["grows", "flat", "inconclusive", "inconclusive"]
+    assert rows[0]["seeds"] == "3,3,3,3,3,3" and rows[3]["seeds"] == "1,1,1,1,1,1"
+    lines = stats.verdict_table(rows)
+    assert lines[2].startswith("| Grows | 6 | 3,3,3,3,3,3 | 0.150 [") and lines[2].endswith("| grows |")
+    assert "0.100 (no CI)" in lines[5] and "grows: CI above +0.05" in lines[-1]
