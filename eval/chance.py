@@ -183,7 +183,7 @@ def annotate(rows: list[dict[str, Any]], untrained_baseline: bool = True,
 
     The calibrated scores are affine in the raw ones, with constants per (env, dials), so a row's
     calibrated mean and CI are the raw mean and CI mapped through :func:`normalise`: exactly what
-    calibrating each seed and then bootstrapping would give. ``untrained_baseline``: also evaluate
+    calibrating each seed and then taking the interval would give. ``untrained_baseline``: also evaluate
     the rung's untrained networks (``UNTRAINED_SEEDS``; seconds per rung, cached per process).
     ``progress``: a bar over the distinct (env, dials, rung, family) groups, each computed once.
     """

@@ -1,4 +1,4 @@
-"""Sweep metrics: C, A and the gap C − A per (env, dials, setting, rung, step), with bootstrap CIs over seeds.
+"""Sweep metrics: C, A and the gap C − A per (env, dials, setting, rung, step), with 95% CIs over seeds.
 
 The evaluator writes one JSONL file per checkpoint of a training run, one line per evaluation
 episode (the keys are ``capgap.eval.records.EPISODE_KEYS``). This module turns those episodes
@@ -25,16 +25,15 @@ of replication, so each seed counts equally however many episodes it played. A r
 is NaN for a seed whose denominator is 0, and that seed is left out of that metric's
 mean and CI (and only that metric's).
 
-Confidence interval: a 95% percentile bootstrap over seeds (``scipy.stats.bootstrap``,
-``method="percentile"``), each interval drawn with a fresh ``np.random.default_rng(seed)``
-so that every number is reproducible and independent of the order of the groups. With
-one usable seed, or seeds that all agree, the interval is (mean, mean); with none, it is
-(NaN, NaN) and so is the mean.
+Confidence interval: the 95% Student-t interval over seeds, ``mean ± t(0.975, n-1) · s / √n``
+(:func:`capgap.eval.stats.interval`; with 3 seeds a percentile bootstrap covers ~75% instead of
+95%, the measurements are in that module and in docs/metrics.md). It draws no random numbers.
+One usable seed has no interval (lo = hi = NaN; tables print "(1 seed)"); seeds that agree
+exactly give (mean, mean); none give NaN throughout.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from collections import defaultdict
@@ -42,11 +41,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy.stats import bootstrap
-
 from capgap.envs import OUTCOMES, SPLITS
 from capgap.eval.records import EPISODE_KEYS, split_key
+from capgap.eval.stats import interval
 
 OPTIONAL_KEYS: dict[str, Any] = {"setting": ""}
 """Episode keys that records written before they existed lack, with the value they meant then."""
@@ -94,9 +91,6 @@ GROUP_KEYS: tuple[str, ...] = ("env", "dials", "setting", "rung", "step")
 META_KEYS: tuple[str, ...] = ("rung_index", "params", "family")
 """Copied into each row; must be the same for every episode of a group."""
 
-# scipy renamed ``random_state`` to ``rng`` in 1.15; accept whichever this install has.
-_RNG_KW = "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
-
 
 def load_episodes(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Read the episode records of JSONL files, in file order; blank lines are skipped.
@@ -131,21 +125,15 @@ def load_episodes(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 
 def mean_ci(values: Iterable[float], n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, lo, hi) of the finite values: the mean and its 95% percentile-bootstrap CI.
+    """(mean, lo, hi) of the finite values: the mean over seeds and its 95% Student-t interval,
+    :func:`capgap.eval.stats.interval` (why t and not a bootstrap: that module and docs/metrics.md).
 
-    NaNs are dropped first. No values: all NaN. One value, or all equal: (m, m, m), without
-    calling scipy (which refuses one observation, and whose resampled means of identical
-    values can differ from the mean in the last bit).
+    NaNs are dropped first. No values: all NaN. One value: (m, nan, nan), no interval. All values
+    exactly equal: (m, m, m); any disagreement gives a positive width. ``n_resamples`` and ``seed``
+    are kept so that callers need not change; the t-interval draws nothing.
     """
-    x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    m = float(x.mean())
-    if x.size == 1 or np.all(x == x[0]):
-        return m, m, m
-    res = bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=0.95, method="percentile",
-                    **{_RNG_KW: np.random.default_rng(seed)})
-    return m, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    del n_resamples, seed
+    return interval(values)
 
 
 def per_seed(episodes: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
@@ -174,7 +162,7 @@ def compute(records: Iterable[dict[str, Any]], n_resamples: int = 2000, seed: in
 
     Each row has the keys ``env, dials, setting, rung, rung_index, params, family, step, n_seeds``
     and, for each ``m`` in ``METRICS``, ``m`` (mean over seeds), ``m + "_lo"`` and
-    ``m + "_hi"`` (95% bootstrap CI over seeds). ``n_seeds`` counts the distinct seeds with
+    ``m + "_hi"`` (95% t-interval over seeds, :func:`mean_ci`). ``n_seeds`` counts the distinct seeds with
     any episode in the group; a metric whose split is missing is NaN. Raises ``ValueError``
     when the episodes of one group disagree on ``rung_index``, ``params`` or ``family``
     (e.g. two families in one sweep: they would be silently pooled otherwise).
@@ -247,7 +235,7 @@ def load_inspections(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 def compute_inspections(records: Iterable[dict[str, Any]], n_resamples: int = 2000,
                         seed: int = 0) -> list[dict[str, Any]]:
     """One row per (env, dials, rung, step) of the inspection numbers: each as its mean over seeds
-    and 95% bootstrap CI (``m``, ``m_lo``, ``m_hi``), as :func:`compute` does for C and A. Keys:
+    and 95% CI (``m``, ``m_lo``, ``m_hi``), as :func:`compute` does for C and A. Keys:
     ``env, dials, rung, rung_index, family, step, n_seeds`` and the numbers present (they differ by
     env and network family: ``A_ds`` only where a decision square exists, one ``probe/<layer>`` per layer)."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)

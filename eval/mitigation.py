@@ -6,7 +6,7 @@ axes by itself (:func:`axes`). Per (env, other dials and settings, rung) the fin
 form a **curve** along the axis, and per curve:
 
 - every point's test C, test A, test proxy rate, train A and **goal retention**
-  ``A_test / A_train`` (per seed, then mean and 95% bootstrap CI over seeds, as in
+  ``A_test / A_train`` (per seed, then mean and 95% t-interval over seeds, as in
   :mod:`capgap.eval.metrics`), with the **seed spread** of test A (min, max, and how many seeds
   prefer the goal: test A above the test proxy rate);
 - the **threshold** x* = the smallest axis value whose mean retention is at least

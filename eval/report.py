@@ -112,7 +112,8 @@ def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep",
                                  *(fmt_ci(r, m) for m in TABLE_METRICS), fmt_baseline(r, "random"),
                                  fmt_baseline(r, "untrained"), learned_flag(r)] for r in panel])
         lines += ["", "Plots (panel for this env and dials): " + ", ".join(f"`{p}.png`" for p in PLOTS), ""]
-    lines += ["Cells are mean [95% bootstrap CI] over seeds; n/a where undefined (see `capgap.eval.metrics`). "
+    lines += ["Cells are mean [95% Student-t CI] over seeds (seeds: n); n/a where undefined (see "
+              "`capgap.eval.metrics`, `capgap.eval.stats`). "
               "C_hat, A_hat, proxy_hat: the test split calibrated against chance (0 = uniform-random play on the "
               "same levels, 1 = the scripted goal-seeker; proxy_hat: 1 = the proxy-seeker; docs/metrics.md). "
               "random, untrained: the uniform-random policy and the rung's untrained networks (3 init seeds), "

@@ -7,6 +7,7 @@ study) goes through these two functions, so "mean [lo, hi]" reads the same every
 
     ci(0.712, 0.70, 0.73)            # '0.71 [0.70, 0.73]'
     ci(0.712, 0.70, 0.73, n=1)       # '0.71 (1 seed)': one seed has no interval
+    ci(0.712, float("nan"), float("nan"))  # '0.71 (no CI)': one usable seed, n not given
     ci(float("nan"), 0, 0)           # 'n/a'
     markdown(["env", "C"], [["CheeseCorner", ci(0.9, 0.8, 1.0)]])
 """
@@ -17,13 +18,20 @@ import math
 from collections.abc import Iterable, Sequence
 
 
+def _missing(v: float | None) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def ci(mean: float, lo: float, hi: float, digits: int = 2, n: int | None = None) -> str:
     """``mean [lo, hi]`` to ``digits`` decimals; ``n=1`` prints ``mean (1 seed)`` (no interval to
-    show), a NaN mean prints ``n/a``."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    show); a NaN or missing end prints ``mean (no CI)`` (one usable seed once NaNs are dropped); a
+    NaN mean prints ``n/a``."""
+    if _missing(mean):
         return "n/a"
     if n == 1:
         return f"{mean:.{digits}f} (1 seed)"
+    if _missing(lo) or _missing(hi):
+        return f"{mean:.{digits}f} (no CI)"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 

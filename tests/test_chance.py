@@ -55,7 +55,7 @@ def _records(outcomes: dict[int, list[str]]) -> list[dict]:
 
 def test_report_rows_equal_calibrating_each_seed() -> None:
     """annotate maps a row's mean and CI through the calibration; that must equal calibrating each
-    seed and bootstrapping (the calibration is affine), ends included."""
+    seed and taking its interval (the calibration is affine), ends included."""
     outcomes = {0: ["goal"] * 2 + ["proxy"] * 5 + ["neither"], 1: ["goal"] * 4 + ["proxy"] * 2 + ["neither"] * 2,
                 2: ["proxy"] * 7 + ["neither"], 3: ["neither"] * 5 + ["goal"] * 3}
     records = _records(outcomes)

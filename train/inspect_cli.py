@@ -12,7 +12,7 @@
                                                     tool, rungs as rows
 
 PATH is a run dir or a sweep dir (every run under it); several runs of one rung are seeds, and
-every number is reported as the mean and 95% bootstrap CI over them. Probe and forecast figures
+every number is reported as the mean and 95% CI (Student-t) over them. Probe and forecast figures
 stand beside their control, the run's untrained network (``torch.manual_seed(seed)`` then
 ``build``, as ``capgap train`` initialises it) scored on the agent's own episodes and labels: a
 figure is evidence only as its difference from the control, when that difference's CI excludes 0.

@@ -125,7 +125,7 @@ def best_by(rows: list[dict[str, Any]], select: str, report: str, skip: tuple[st
 def across_runs(per_run: list[list[dict[str, Any]]], keys: tuple[str, ...],
                 values: tuple[str, ...]) -> list[dict[str, Any]]:
     """Rows of several runs (seeds) grouped by ``keys``: each of ``values`` as its mean and 95%
-    bootstrap CI over runs (``capgap.eval.metrics.mean_ci``), as ``v``, ``v_lo``, ``v_hi``."""
+    CI over runs (``capgap.eval.metrics.mean_ci``, Student-t), as ``v``, ``v_lo``, ``v_hi``."""
     from capgap.eval.metrics import mean_ci  # scipy: imported when needed, not by the trainer
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -143,7 +143,7 @@ def across_runs(per_run: list[list[dict[str, Any]]], keys: tuple[str, ...],
 
 def excludes_zero(lo: float, hi: float, runs: int) -> int:
     """+1 if a 95% CI over ``runs`` runs lies above 0, -1 if below, 0 if it contains 0 or is no
-    interval (NaN, or one run: :func:`capgap.eval.metrics.mean_ci` then gives lo = hi = the value)."""
+    interval (NaN, or one run: :func:`capgap.eval.metrics.mean_ci` then gives lo = hi = NaN)."""
     if runs < 2 or math.isnan(lo) or math.isnan(hi):
         return 0
     return 1 if lo > 0 else -1 if hi < 0 else 0

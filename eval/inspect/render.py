@@ -27,7 +27,7 @@ def cell(row: dict[str, Any], key: str, digits: int = 3) -> str:
         return "n/a"
     v, lo, hi = row[key], row[f"{key}_lo"], row[f"{key}_hi"]
     if digits == 0 and not math.isnan(v):
-        return f"{v:.0f}" if lo == hi == v else ci(v, lo, hi, 0)
+        return f"{v:.0f}" if lo == hi == v or math.isnan(lo) else ci(v, lo, hi, 0)
     return fmt(v, lo, hi)
 
 
@@ -205,7 +205,7 @@ def study_markdown(summary: list[dict[str, Any]], layers: dict[tuple[str, str], 
     for (env, dials), rows in panels.items():
         names = layers[(env, dials)]
         out += [f"## {env} [{dials}]" + (f" (--where {' '.join(where)})" if where else ""), "",
-                "Cells: mean [95% bootstrap CI over runs (seeds)].", ""]
+                "Cells: mean [95% t-interval over runs (seeds)].", ""]
         if "A_ds" in rows[0]:
             out += ["### Decision square: A_ds = P(goal step | decision square), test levels", "",
                     *_table(rows, ["A (test)", "A_ds", "A on branching levels", "levels excluded"],

@@ -136,7 +136,7 @@ def study_flat(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def study_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (env, dials, rung): every number of :func:`study_flat` as mean and 95% bootstrap CI over the
+    """Per (env, dials, rung): every number of :func:`study_flat` as mean and 95% CI (Student-t) over the
     runs (seeds), and for the chosen layers how often each was chosen (``"trunk.3 (2/3)"``)."""
     flats = [{k: r[k] for k in ("env", "dials", "rung", "rung_index")} | study_flat(r) for r in results]
     names = {k for f in flats for k, v in f.items() if isinstance(v, (int, float)) and k != "rung_index"}
