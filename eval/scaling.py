@@ -19,6 +19,7 @@ follower reaches) and uniform random play's (the floor of wandering).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from capgap import rundir
+from capgap.agents import rung as rung_of
 from capgap.envs import format_dials, parse_dials, task_class
 from capgap.eval.metrics import LEARNED, load_episodes, per_seed
 from capgap.eval.stats import interval, scaling_rows, verdict_table
@@ -62,7 +64,7 @@ class Seed:
 def learned_rule(curve: dict[int, dict[str, float]]) -> int | None:
     """The step of the first of two consecutive evaluations with train A >= ``LEARNED`` (None: never)."""
     steps = sorted(curve)
-    for a, b in zip(steps, steps[1:], strict=False):
+    for a, b in itertools.pairwise(steps):
         if curve[a]["A_train"] >= LEARNED and curve[b]["A_train"] >= LEARNED:
             return a
     return None
@@ -90,8 +92,6 @@ def load(sweep_dirs: list[Path]) -> tuple[list[Seed], int]:
                     curve[int(row["step"])][f"{k}_{row['split']}"] = float(row[k])
             curve = dict(curve)
             learned_at = done.get("learned_at", learned_rule(curve))
-            from capgap.agents import rung as rung_of
-
             r = rung_of(config["rung"])
             seeds.append(Seed(config["env"], dials, r.name, r.index, int(done["parameters"]), int(config["seed"]),
                               bool(done.get("learned", learned_at is not None)), learned_at,
@@ -223,8 +223,6 @@ def markdown_report(seeds: list[Seed], unfinished: int) -> str:
 
 
 def _index(rung: str) -> int:
-    from capgap.agents import rung as rung_of
-
     return rung_of(rung).index
 
 

@@ -8,6 +8,7 @@
     capgap sweep --rungs 0..3 --seeds 0..2 [--grid p_disambiguate=0,0.1] --out DIR [train flags]
     capgap eval DIR [--episodes 512]  evaluate every checkpoint of a run or sweep, both splits
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
+    capgap scaling --out DIR          the scaling study: every env, nano..large, trained to competence
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
@@ -248,9 +249,37 @@ def cmd_inspect(argv: list[str]) -> None:
     inspect_main(argv)
 
 
+def cmd_scaling(argv: list[str]) -> None:
+    from pathlib import Path
+
+    from capgap.train import scaling
+    from capgap.train.sweep import parse_range
+
+    p = argparse.ArgumentParser(prog="capgap scaling", allow_abbrev=False,
+                                description="The scaling study: every env, rungs nano..large, each agent trained "
+                                            "to competence; C, A and the gap against parameters, slopes and "
+                                            "verdicts (capgap.train.scaling). Resumable: rerun to go on.")
+    p.add_argument("--out", default="sweeps/scaling", help="study dir (rerun the same command to resume)")
+    p.add_argument("--envs", nargs="*", default=None, help="env ids (default: every registered env)")
+    p.add_argument("--rungs", default=None, help="ladder rungs, e.g. 0..3 or nano,small (default: nano..large)")
+    p.add_argument("--workers", type=int, default=0, help="local worker processes (0 = one per core)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--dry-run", action="store_true", help="print the cost estimate and stop")
+    p.add_argument("--report-only", action="store_true", help="write the report from what has finished; train nothing")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    for env_id in a.envs or []:
+        E.task_class(env_id)
+    if a.workers < 0 or a.threads < 1:
+        raise UsageError("--workers must be >= 0 (0 = one per core) and --threads >= 1")
+    rungs = parse_range(a.rungs, "rung") if a.rungs else None
+    print(scaling.run(Path(a.out), a.envs, rungs, workers=a.workers, threads=a.threads, dry_run=a.dry_run,
+                      report_only=a.report_only, progress=not a.no_progress))
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
-    "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect,
+    "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect, "scaling": cmd_scaling,
 }
 ALIASES: dict[str, str] = {"sizes": "rungs"}
 """Old command names that still work."""

@@ -93,9 +93,11 @@ def describe_estimate(est: dict[str, Any], workers: int) -> str:
 
 
 def run(out: Path, envs: list[str] | None = None, rungs: list[str] | None = None, base: Args | None = None,
-        workers: int = 0, threads: int = 1, dry_run: bool = False, progress: bool = True) -> str:
+        workers: int = 0, threads: int = 1, dry_run: bool = False, report_only: bool = False,
+        progress: bool = True) -> str:
     """Print the estimate, train what is missing (resumable), then write the report; returns the
-    report's text (the verdict table) or, with ``dry_run``, only the estimate."""
+    report's text (the verdict tables). ``dry_run``: only the estimate; ``report_only``: only the
+    report, from what has finished."""
     import os
 
     from capgap.eval import scaling
@@ -111,7 +113,7 @@ def run(out: Path, envs: list[str] | None = None, rungs: list[str] | None = None
     if dry_run:
         return ""
     t0 = time.time()
-    if est["trials"]:
+    if est["trials"] and not report_only:
         run_sweeps(sweeps, out, workers=workers, threads=threads, progress=progress)
     wall = time.time() - t0
     text = scaling.write(out, [s.out for s in sweeps])

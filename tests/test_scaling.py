@@ -1,0 +1,90 @@
+"""The scaling study end to end on a CI-sized suite: two envs, two rungs, two seeds, trained to
+competence with tiny budgets; the report's views, verdicts, figures and TensorBoard read back."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import capgap.envs as E
+from capgap.eval import scaling as S
+from capgap.train import scaling
+from capgap.train.cli import main
+
+ENVS = ["capgap/LavaShift-v0", "capgap/ColourShape-v0"]
+
+
+@contextlib.contextmanager
+def tiny_study() -> Iterator[None]:
+    """The study's settings shrunk to CI size: 8,192-step budgets (so a 16,384-step cap), 2 seeds,
+    64 evaluation levels, an evaluation every 2,048 steps."""
+    mp = pytest.MonkeyPatch()
+    for env in ENVS:
+        mp.setattr(E.task_class(env), "budget", 8192)
+    mp.setattr(scaling, "SEEDS_UP_TO_SMALL", 2)
+    mp.setattr(scaling, "EPISODES", 64)
+    mp.setattr(scaling, "EVALS_PER_BUDGET", 4)
+    try:
+        yield
+    finally:
+        mp.undo()
+
+
+ARGV = ["--envs", *ENVS, "--rungs", "nano,micro", "--workers", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LavaShift (the easy control) and ColourShape, two rungs, two seeds each, to competence."""
+    out = tmp_path_factory.mktemp("study")
+    with tiny_study():
+        assert main(["scaling", "--out", str(out), *ARGV]) == 0
+    return out
+
+
+@pytest.mark.heavy
+def test_the_study_reports_every_run_with_its_n(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seeds, unfinished = S.load([d for env in ENVS for d in (study / env.split("/")[-1]).iterdir() if d.is_dir()])
+    assert unfinished == 0 and len(seeds) == 2 * 2 * 2
+    assert all(s.stopped_at <= 2 * 8192 + 4096 for s in seeds)  # the cap (two budgets), to an iteration
+    md = (study / "scaling.md").read_text()
+    assert "Learned / finished per rung: nano" in md and "## Verdict: gap_test" in md
+    data = json.loads((study / "scaling.json").read_text())
+    for row in data["rungs"]:
+        assert row["n"] == 2 and 0 <= row["n_learned"] <= 2
+        if row["n_learned"] < 2:  # fewer than two learned seeds: no interval is claimed
+            assert math.isnan(row["C_test_lo"]) if row["n_learned"] == 1 else math.isnan(row["C_test"])
+    for name in ("scaling", "steps_to_learn", "curves"):
+        assert (study / f"{name}.png").stat().st_size > 10_000
+    ea = EventAccumulator(str(study / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    ea.Reload()
+    assert {f"scaling/{n}" for n in ("scaling", "steps_to_learn", "curves")} <= set(ea.Tags()["images"])
+
+
+@pytest.mark.heavy
+def test_rerunning_the_study_trains_nothing(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    with tiny_study():
+        assert main(["scaling", "--out", str(study), *ARGV]) == 0
+    assert "every trial has finished" in capsys.readouterr().out
+
+
+def test_the_estimate_is_printed_before_anything_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scaling", "--out", str(tmp_path / "s"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "core-hours if every run trained to its cap" in out and not (tmp_path / "s").exists()
+    for env in E.TASKS:
+        assert f"  {env}: " in out
+    assert main(["scaling", "--out", str(tmp_path / "s"), "--rungs", "huge"]) == 2
+
+
+def test_the_learned_rule_needs_two_consecutive_evaluations() -> None:
+    curve = {s: {"A_train": a} for s, a in zip(range(0, 60, 10), (0.2, 0.95, 0.5, 0.91, 0.93, 0.99), strict=True)}
+    assert S.learned_rule(curve) == 30
+    assert S.learned_rule({0: {"A_train": 0.95}, 10: {"A_train": 0.89}}) is None
