@@ -18,7 +18,7 @@ What differs from a lone run: floating-point rounding of the batched kernels, so
 diverge after a while like two runs on different machines; the seed's results are the same in
 distribution (``tests/test_seeds.py``: after two PPO iterations a grouped seed's network is its
 lone run's within 1e-4; ``benchmarks/study_time.py``'s before/after runs compare C and A).
-A grouped run's ``wall_s`` is the group's.
+A grouped run's ``wall_s`` is the group's (up to the seed's stop, see below).
 
 Stopping on competence (``--until-learned``, :func:`capgap.eval.metrics.stop_step`): each seed stops
 on its own, at the evaluation the rule names for it. It gets its final evaluation, checkpoint and
