@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,23 @@ ROW_KEYS: tuple[str, ...] = (
 LEARNED = 0.9
 """Train-split A at or above which an agent counts as having learned its task (the learned
 certificate's bar): below it, a test gap is a failure to learn, not goal misgeneralisation."""
+
+
+def stop_step(train_a_by_step: Mapping[int, float] | Iterable[tuple[int, float]],
+              after_learned: int) -> tuple[int | None, int | None]:
+    """The competence rule (``capgap train --until-learned``, docs/metrics.md "Training to competence"):
+    an agent has *learned* once its train-split A is >= ``LEARNED`` at two consecutive evaluations.
+    ``train_a_by_step``: train A at each evaluation so far ({step: A} or (step, A) pairs; the step-0
+    evaluation counts as one). Returns ``(learned_at, stop_at)``: the step of the FIRST of those two
+    evaluations (the run's "steps to learn"; None: not learned yet), and the step of the evaluation
+    ``after_learned`` evaluations after the second one, where such a run stops (None: not reached yet;
+    ``after_learned`` 0 = stop at the crossing, the second evaluation)."""
+    steps = sorted(dict(train_a_by_step).items())
+    for i in range(1, len(steps)):
+        if steps[i - 1][1] >= LEARNED and steps[i][1] >= LEARNED:
+            stop = i + after_learned
+            return steps[i - 1][0], steps[stop][0] if stop < len(steps) else None
+    return None, None
 
 GROUP_KEYS: tuple[str, ...] = ("env", "dials", "setting", "rung", "step")
 """One output row per distinct value of these."""

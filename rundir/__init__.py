@@ -9,7 +9,7 @@ trainer holds only PPO and the evaluator imports nothing from it. A run director
     inspect.jsonl               one line per evaluation, if inspected: {"step", <run meta>, "seconds", <inspect/*>}
     episodes/step_<t>.jsonl     one record per evaluation episode (``capgap.eval.records``)
     checkpoints/step_<t>.pt     plain tensors and plain data, loaded with ``weights_only=True``
-    done.json                   written last: the run is finished
+    done.json                   written last: the run is finished (final step, C and A, steps to learn)
     .lock                       held while a process trains the run
 
 Every file is written atomically (a temporary file, then ``os.replace``), so a killed run leaves
@@ -42,6 +42,9 @@ this module): a pickled engine, which cannot be loaded safely."""
 RESUMABLE_DIFFERENCES = ("threads", "progress", "out", "device", "inspect")
 """Config fields that do not change what a run trains: they may differ when resuming (and may be
 missing from the config of a run started before they existed)."""
+ADDED_DEFAULTS: dict[str, Any] = {"until_learned": False, "after_learned": 2}
+"""Config fields that change what a run trains, added after runs were made: a config without one
+(an older run, or sweep) meant the value here, and resumes as such."""
 LOGS = ("evals.jsonl", "inspect.jsonl")
 """The run's line-per-evaluation logs: trimmed back to the checkpoint on resume."""
 
@@ -195,7 +198,8 @@ def check_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
     check_out(run_dir)
     if (run_dir / "config.json").exists():
         old = read_config(run_dir)
-        diff = sorted(k for k in config if k not in RESUMABLE_DIFFERENCES and old.get(k) != config[k])
+        diff = sorted(k for k in config if k not in RESUMABLE_DIFFERENCES
+                      and old.get(k, ADDED_DEFAULTS.get(k)) != config[k])
         if diff:
             raise RunError(f"{run_dir} holds another run (its config differs in: {', '.join(diff)}); "
                            "use another --out or --name, or delete that dir")
@@ -240,7 +244,9 @@ def is_done(run_dir: Path) -> bool:
 
 
 def read_done(run_dir: Path) -> dict[str, Any]:
-    """A finished run's summary (``done.json``: its last step, wall time, C and A of both splits),
+    """A finished run's summary (``done.json``: its last step, wall time, C and A of both splits, and
+    by the competence rule (:func:`capgap.eval.metrics.stop_step`) ``learned``, ``learned_at`` (steps to
+    learn, or None), ``stopped_at`` and ``until_learned``; runs finished before that rule lack these four),
     with a one-line error naming the file when it is missing or unreadable."""
     path = run_dir / "done.json"
     try:

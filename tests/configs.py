@@ -26,3 +26,9 @@ GMG: dict[str, Any] = dict(rung="tiny", total_steps=256 * 16 * 64, eval_every=25
 """262k steps of the tiny rung: it learns the maze and misgeneralises (tests/test_train.py's science check),
 then the inspection tools look inside it (tests/test_inspect.py). Trained once per test process, as the
 session fixture ``gmg_run`` in conftest.py."""
+
+LEARNS: dict[str, Any] = dict(rung="tiny", num_envs=64, num_steps=32, total_steps=64 * 32 * 60, eval_every=64 * 32 * 4,
+                              eval_episodes=64, dials=("size=5", "max_steps=20"), **QUIET)
+"""A tiny agent that learns a 5x5 maze well within its cap: train A >= 0.9 from about 33k of its 123k steps
+(0.98, then 1.0; ~11 s to the cap). The competence tests' run (tests/test_stop.py): on the 7x7 maze a tiny
+agent crosses 0.9 only after ~260k steps, and barely."""

@@ -4,7 +4,8 @@ One readable flow, top to bottom, in the manner of CleanRL's ``ppo.py``:
 rollout on the torch engine (no numpy in the hot path) -> GAE -> clipped-surrogate updates with
 value loss, entropy bonus, advantage normalisation, gradient clipping and LR annealing ->
 every ``eval_every`` steps an evaluation on both splits (fresh levels), TensorBoard summaries
-and a checkpoint. A killed run resumes from its last checkpoint when launched again.
+and a checkpoint. A killed run resumes from its last checkpoint when launched again. With
+``--until-learned`` a run stops on reaching competence (``Args.until_learned``), ``total_steps`` its cap.
 
     capgap train --env capgap/CheeseCorner-v0 --rung 3 --seed 0 --total-steps 2_000_000 --out runs/
 
@@ -93,6 +94,17 @@ class Args:
     """Evaluate (both splits), log and checkpoint every this many env steps (and at 0 and the end)."""
     eval_episodes: int = 512
     """Episodes per split per evaluation (one per fresh level)."""
+    until_learned: bool = False
+    """Stop on reaching competence: once train A (``eval/train/A``) is >= ``capgap.eval.metrics.LEARNED``
+    (0.9) at two consecutive evaluations, train ``after_learned`` more evaluations and stop there.
+    ``total_steps`` stays the cap (and defines the LR schedule, so nothing before the stop changes); a run
+    that reaches it has not learned. ``done.json`` records ``learned``, ``learned_at`` (steps to learn:
+    the first of the two evaluations), ``stopped_at`` -- with or without this flag."""
+    after_learned: int = 2
+    """With ``until_learned``: evaluations of further training after the crossing (0 = stop at it). The
+    agent is evaluated at both points: at the crossing (an evaluation on its curve) and at its final step
+    (``done.json``), and a report may read either. Goal misgeneralisation can change as training goes
+    on, so by default each curve shows two evaluations past competence (docs/metrics.md)."""
     out: str = "runs"
     """Directory that holds run directories."""
     name: str = ""
@@ -169,15 +181,19 @@ def _train(group: seeds.SeedGroup) -> None:
     start_time, train_time, start_step = time.time(), 0.0, global_step
 
     def evaluate_and_checkpoint() -> None:
-        group.evaluate(agent, global_step, core.task.channels)  # each seed: both splits, logs, hooks
+        group.evaluate(agent, global_step, core.task.channels)  # each seed still training: both splits, logs, hooks
         group.checkpoint(agent, optimizer, core, iteration=iteration, global_step=global_step, next_eval=next_eval)
+        group.stop_learned(global_step, time.time() - start_time, sps())  # --until-learned: seeds that learned stop
+
+    def sps() -> float:
+        return (global_step - start_step) / max(train_time, 1e-9)  # training only: evaluations excluded
 
     if not group.resumed:  # the untrained policy: t = 0 of the curves
         next_eval = global_step + args.eval_every
         evaluate_and_checkpoint()
 
-    # ----- the training loop ----------------------------------------------------------
-    while iteration < num_iterations:
+    # ----- the training loop (a seed that stopped is still computed, but nothing of it is kept) ---
+    while iteration < num_iterations and group.training:
         iteration += 1
         t_iter = time.perf_counter()
         if args.anneal_lr:
@@ -246,11 +262,10 @@ def _train(group: seeds.SeedGroup) -> None:
 
         # ----- logging (each scalar per seed: (S,)) ------------------------------------------
         train_time += time.perf_counter() - t_iter
-        sps = (global_step - start_step) / max(train_time, 1e-9)  # training only: evaluations excluded
         var_y, var_err = b_returns.var(1), (b_returns - b_values).var(1)
         explained_var = torch.where(var_y == 0, torch.nan, 1 - var_err / var_y)
         group.log(global_step, {
-            "charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps, **episodes.scalars(),
+            "charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps(), **episodes.scalars(),
             "losses/value_loss": v_loss, "losses/policy_loss": pg_loss, "losses/entropy": entropy_loss,
             "losses/old_approx_kl": old_approx_kl, "losses/approx_kl": approx_kl,
             "losses/clipfrac": torch.stack(clipfracs).mean(0), "losses/explained_variance": explained_var})
@@ -261,7 +276,7 @@ def _train(group: seeds.SeedGroup) -> None:
             next_eval = global_step + args.eval_every
             evaluate_and_checkpoint()
 
-    group.finish(global_step, time.time() - start_time, (global_step - start_step) / max(train_time, 1e-9))
+    group.finish(global_step, time.time() - start_time, sps())  # every seed still training: done.json
 
 
 # ----- what the flow calls ----------------------------------------------------------------
@@ -288,6 +303,9 @@ def check_args(args: Args) -> None:
                           f"(num_envs x num_steps = {batch}); raise total_steps or shrink the batch")
     if args.eval_every < 1 or args.eval_episodes < 1 or args.update_epochs < 1:
         raise CapgapError("eval_every, eval_episodes and update_epochs must be >= 1")
+    if args.after_learned < 0:
+        raise CapgapError(f"--after-learned {args.after_learned}: give the evaluations to train on after "
+                          "competence, >= 0 (0 = stop at the crossing)")
     if args.family not in FAMILIES:
         raise CapgapError(f"unknown network family {args.family!r}; expected one of {', '.join(FAMILIES)}")
     if args.seed < 0:

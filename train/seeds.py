@@ -18,7 +18,17 @@ What differs from a lone run: floating-point rounding of the batched kernels, so
 diverge after a while like two runs on different machines; the seed's results are the same in
 distribution (``tests/test_seeds.py``: after two PPO iterations a grouped seed's network is its
 lone run's within 1e-4; ``benchmarks/study_time.py``'s before/after runs compare C and A).
-A grouped run's ``wall_s`` is the group's.
+A grouped run's ``wall_s`` is the group's (up to the seed's stop, see below).
+
+Stopping on competence (``--until-learned``, :func:`capgap.eval.metrics.stop_step`): each seed stops
+on its own, at the evaluation the rule names for it. It gets its final evaluation, checkpoint and
+``done.json`` at that step (:meth:`SeedGroup.stop_learned`), and from then on nothing of it is logged,
+evaluated or checkpointed, while the others go on. Its network is still computed in the batch (the
+seeds are independent: what it computes changes nothing of the others'); the group ends when every
+seed has stopped, or at the cap. A killed group resumes without its stopped seeds (their
+``done.json`` exists: :func:`claim` skips them), and each resumed seed recomputes the rule's progress
+from its ``evals.jsonl``, trimmed to the checkpoint it resumes from, so it stops where it would have:
+a lone run exactly, a group's seeds up to the float rounding above (the resumed group may be smaller).
 """
 
 from __future__ import annotations
@@ -39,7 +49,8 @@ from capgap.agents import ActorCritic, build
 from capgap.agents.stack import SeedStack
 from capgap.envs import OUTCOMES, CapgapError
 from capgap.envs.core import GridCore
-from capgap.eval.records import run_meta
+from capgap.eval.metrics import stop_step
+from capgap.eval.records import run_meta, split_key
 from capgap.rundir import RunError
 from capgap.train import logs
 from capgap.train.hooks import EvalContext, charts_of
@@ -174,11 +185,14 @@ def optimizer_join(states: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def save_checkpoints(runs: list[Run], agent: SeedStack, optimizer: torch.optim.Optimizer, core: GridCore,
-                     rngs: list[torch.Generator], params: int, counters: dict[str, int]) -> None:
-    """Checkpoint every seed of a group into its own run dir, as a lone run would: everything it
-    needs to continue exactly, alone or in any group (``counters``: iteration, global_step, next_eval)."""
+                     rngs: list[torch.Generator], params: int, counters: dict[str, int],
+                     only: Iterable[int] | None = None) -> None:
+    """Checkpoint every seed of a group (or the seeds ``only``) into its own run dir, as a lone run
+    would: everything it needs to continue exactly, alone or in any group (``counters``: iteration,
+    global_step, next_eval)."""
     core_state, opt_state = core.state_dict(), optimizer.state_dict()
-    for s, r in enumerate(runs):
+    for s in range(len(runs)) if only is None else only:
+        r = runs[s]
         rundir.save_checkpoint(r.run_dir, counters["global_step"], {
             "agent": agent.state_of(s), "optimizer": optimizer_slice(opt_state, s),
             "core": core_slice(core_state, s, len(runs)), "torch_rng": rngs[s].get_state(), **counters,
@@ -244,6 +258,14 @@ class EpisodeStats:
         return out
 
 
+def _steps(n: int) -> str:
+    """``1_200_000`` -> ``"1.2M"``, ``57_344`` -> ``"57.3k"``: env steps on the progress bar."""
+    for unit, scale in (("M", 1_000_000), ("k", 1_000)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
 class SeedGroup:
     """The seed dimension of one training flow: S runs of one configuration (S = 1: a lone run)
     trained as one computation. It holds what each seed keeps for itself: its network (a slice of
@@ -262,6 +284,10 @@ class SeedGroup:
         self.name = runs[0].run_dir.name if len(runs) == 1 else f"{len(runs)} seeds of {runs[0].run_dir.name}"
         self.writers: list[Any] = []
         self.last: list[dict[str, float]] = [{} for _ in runs]
+        self.curves: list[dict[int, float]] = [{} for _ in runs]
+        """Each seed's train A by step: the stop rule's input (:func:`capgap.eval.metrics.stop_step`)."""
+        self.stopped = [False] * self.size
+        """Seeds that have stopped (``done.json`` written): nothing more of them is logged or saved."""
         self.resumed, self.saved, self.bar = False, -1, None
         self.rows = torch.arange(self.size, device=self.device).unsqueeze(1)
 
@@ -274,7 +300,9 @@ class SeedGroup:
         """(iteration, global_step, next_eval): from the seeds' latest checkpoints, or (0, 0, 0) for a
         fresh start (after discarding what a start that died before its first checkpoint logged).
         Opens the TensorBoard writers: a resumed run's purge what the killed process logged after its
-        checkpoint; a new run's get its header (hyperparameters, charts, HParams)."""
+        checkpoint; a new run's get its header (hyperparameters, charts, HParams). A resumed seed reads
+        its evaluations up to the checkpoint back (the stop rule's progress, its last C and A), and
+        stops at once if the rule says so there (killed between its last checkpoint and ``done.json``)."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.resumed = rundir.latest_checkpoint(self.runs[0].run_dir) is not None
@@ -283,6 +311,12 @@ class SeedGroup:
             counters = load_checkpoints(self.runs, agent, optimizer, core, self.rngs)
             self.saved = counters[1]
             print(f"{self.name}: resuming from step {self.saved:,}", flush=True)
+            for s, r in enumerate(self.runs):  # evals.jsonl is trimmed to the checkpoint (load_checkpoints)
+                for ln in rundir.read_evals(r.run_dir):
+                    if ln["split"] == "train":
+                        self.curves[s][ln["step"]] = ln["A"]
+                    if ln["step"] == self.saved:
+                        self.last[s] |= {split_key(k, ln["split"]): ln[k] for k in ("C", "A")}
         else:
             for r in self.runs:
                 rundir.discard_unsaved(r.run_dir)
@@ -291,6 +325,7 @@ class SeedGroup:
         if not self.resumed:
             for w, r in zip(self.writers, self.runs, strict=True):
                 logs.log_run_header(w, r.config, self.params, charts_of(self.hooks, r.config))
+        self.stop_learned(counters[1], 0.0, 0.0)
         return counters
 
     def progress(self, step: int) -> Any:
@@ -318,6 +353,8 @@ class SeedGroup:
         (None: nothing for that seed)."""
         scalars = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in scalars.items()}
         for s, writer in enumerate(self.writers):
+            if self.stopped[s]:
+                continue
             for name, value in scalars.items():
                 v = value[s] if isinstance(value, (list, torch.Tensor)) else value
                 if v is not None:
@@ -330,29 +367,69 @@ class SeedGroup:
             self.bar.set_description_str(f"{self.name}: evaluating"
                                          + (" the untrained network..." if step == 0 else "..."))
         for s, r in enumerate(self.runs):
+            if self.stopped[s]:
+                continue
             net = agent.network(s)
             self.last[s] = logs.evaluate_and_log(net, r.args, r.eval_dials, self.writers[s], r.run_dir, step,
                                                  self.metas[s], channels)
+            self.curves[s][step] = self.last[s][split_key("A", "train")]
             ctx = EvalContext(r.args, r.eval_dials["test"], self.writers[s], r.run_dir, self.metas[s])
             for hook in self.hooks:
                 hook.on_evaluation(net, step, ctx)
             self.writers[s].flush()
         if self.bar is not None:
             self.bar.set_description_str(self.name)
-            self.bar.set_postfix({k: f"{np.mean([m[k] for m in self.last]):.2f}" for k in logs.HEADLINE})
+            last = [m for m, stopped in zip(self.last, self.stopped, strict=True) if not stopped]
+            postfix = {k: f"{np.mean([m[k] for m in last]):.2f}" for k in logs.HEADLINE}
+            if self.args.until_learned and self.size > 1:
+                postfix["stopped"] = f"{sum(self.stopped)}/{self.size}"
+            self.bar.set_postfix(postfix)
 
     def checkpoint(self, agent: SeedStack, optimizer: torch.optim.Optimizer, core: GridCore, **counters: int) -> None:
-        """Checkpoint every seed (:func:`save_checkpoints`; ``counters``: iteration, global_step, next_eval)."""
-        save_checkpoints(self.runs, agent, optimizer, core, self.rngs, self.params, counters)
+        """Checkpoint every seed still training (:func:`save_checkpoints`; ``counters``: iteration,
+        global_step, next_eval)."""
+        only = [s for s in range(self.size) if not self.stopped[s]]
+        save_checkpoints(self.runs, agent, optimizer, core, self.rngs, self.params, counters, only)
         self.saved = counters["global_step"]
 
+    @property
+    def training(self) -> bool:
+        """Whether any seed is still training (without ``--until-learned``: until the cap)."""
+        return not all(self.stopped)
+
+    def stop_learned(self, step: int, wall_s: float, train_sps: float) -> None:
+        """With ``--until-learned``: stop the seeds whose stop rule (:func:`capgap.eval.metrics.stop_step`)
+        names this evaluation (``step``, just evaluated and checkpointed), each with its ``done.json``."""
+        if not self.args.until_learned:
+            return
+        for s in range(self.size):
+            if not self.stopped[s] and stop_step(self.curves[s], self.args.after_learned)[1] is not None:
+                self.done(s, step, wall_s, train_sps)
+
     def finish(self, step: int, wall_s: float, train_sps: float) -> None:
-        """Close the logs and mark every seed's run finished (``done.json``, written last)."""
+        """Close the logs and mark every seed still training finished (``done.json``, written last)."""
         self.close()
-        for s, r in enumerate(self.runs):
-            final = {"global_step": step, "parameters": self.params, "wall_s": wall_s, "train_sps": train_sps,
-                     "group_seeds": self.size, **self.last[s]}
-            rundir.write_json(r.run_dir / "done.json", final)
+        for s in range(self.size):
+            if not self.stopped[s]:
+                self.done(s, step, wall_s, train_sps)
+
+    def done(self, s: int, step: int, wall_s: float, train_sps: float) -> None:
+        """Seed ``s`` has stopped at ``step``: close its writer and write its ``done.json`` (last): its final
+        C and A, and its steps to learn by the stop rule (whether or not it stopped on them)."""
+        r = self.runs[s]
+        self.writers[s].close()
+        self.stopped[s] = True
+        learned_at, _ = stop_step(self.curves[s], r.args.after_learned)
+        final = {"global_step": step, "parameters": self.params, "wall_s": wall_s, "train_sps": train_sps,
+                 "group_seeds": self.size, **self.last[s], "until_learned": r.args.until_learned,
+                 "learned": learned_at is not None, "learned_at": learned_at, "stopped_at": step}
+        rundir.write_json(r.run_dir / "done.json", final)
+        if r.args.until_learned and r.args.progress:  # on the bar's line: the seed stopped
+            what = (f"learned at {_steps(learned_at)}; stopped at {_steps(step)}" if learned_at is not None
+                    else f"not learned by the cap; stopped at {_steps(step)}")
+            from tqdm import tqdm
+
+            tqdm.write(f"{self.name}: s{r.args.seed} {what}")  # above the bar, which goes on
 
     def close(self) -> None:
         if self.bar is not None:

@@ -13,7 +13,7 @@ family and seed (``--init-where p_disambiguate=0`` picks among several)::
         --grid num_levels=1,10,100,1000 --dials p_disambiguate=1 --total-steps 250_000
 
 Flags the sweep does not know pass through to every trial's ``capgap train`` (``--total-steps``,
-``--dials size=9``, ``--lr``...). Trials land in ``<out>/runs/<run name>``, named so
+``--dials size=9``, ``--lr``, ``--until-learned``...). Trials land in ``<out>/runs/<run name>``, named so
 TensorBoard's run filter works (env, rung, dials, seed).
 
 Jobs (:func:`plan`): the seeds of one trial configuration at a small rung (up to
@@ -219,6 +219,9 @@ def prepare(sweep: Sweep) -> None:
     config = sweep.config()
     if path.exists():
         old = json.loads(path.read_text())
+        if isinstance(old.get("train"), dict):  # a sweep from before a field existed meant its default
+            old["train"] = {**{k: v for k, v in rundir.ADDED_DEFAULTS.items() if k in config["train"]},
+                            **old["train"]}
         if old != json.loads(json.dumps(config)):
             diff = sorted(k for k in config if old.get(k) != json.loads(json.dumps(config))[k])
             raise RunError(f"{sweep.out} holds another sweep (it differs in: {', '.join(diff)}); "
@@ -267,11 +270,19 @@ def plan(trials: list[Args], group: bool = True) -> list[list[Args]]:
 
 
 def _cost(job: list[Args]) -> float:
-    """A job's expected one-thread seconds: per env step of the group, ~56 µs shared by its seeds
-    plus, per seed, ~22 µs and 2.2 ns per parameter (fitted to benchmarks/group_speed.py on the
-    CI machine; only the order matters)."""
+    """A job's expected one-thread seconds at its cap (``total_steps``; with ``--until-learned`` it may
+    stop sooner): per env step of the group, ~56 µs shared by its seeds plus, per seed, ~22 µs and
+    2.2 ns per parameter (fitted to benchmarks/group_speed.py on the CI machine; only the order matters)."""
     t = job[0]
     return t.total_steps * (56 + len(job) * (22 + 0.0022 * _params(t))) * 1e-6
+
+
+def estimate(sweep: Sweep, group: bool = True) -> tuple[float, int]:
+    """(one-thread core-seconds, jobs) to train every trial of ``sweep`` to its cap (:func:`_cost` over
+    :func:`plan`'s jobs, finished or not): a rough upper bound when the trials train ``--until-learned``,
+    which stop on competence."""
+    jobs = plan(sweep.trials(), group)
+    return sum(_cost(job) for job in jobs), len(jobs)
 
 
 def _params(t: Args) -> int:
