@@ -19,7 +19,6 @@ follower reaches) and uniform random play's (the floor of wandering).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from collections import defaultdict
@@ -32,7 +31,7 @@ import numpy as np
 from capgap import rundir
 from capgap.agents import rung as rung_of
 from capgap.envs import format_dials, parse_dials, task_class
-from capgap.eval.metrics import LEARNED, load_episodes, per_seed
+from capgap.eval.metrics import LEARNED, load_episodes, per_seed, stop_step
 from capgap.eval.stats import interval, scaling_rows, verdict_table
 from capgap.eval.table import ci, markdown
 
@@ -62,12 +61,9 @@ class Seed:
 
 
 def learned_rule(curve: dict[int, dict[str, float]]) -> int | None:
-    """The step of the first of two consecutive evaluations with train A >= ``LEARNED`` (None: never)."""
-    steps = sorted(curve)
-    for a, b in itertools.pairwise(steps):
-        if curve[a]["A_train"] >= LEARNED and curve[b]["A_train"] >= LEARNED:
-            return a
-    return None
+    """Steps to learn read off a curve by the competence rule (:func:`capgap.eval.metrics.stop_step`:
+    the first of two consecutive evaluations with train A >= ``LEARNED``; None: never)."""
+    return stop_step({step: m["A_train"] for step, m in curve.items()}, 0)[0]
 
 
 def load(sweep_dirs: list[Path]) -> tuple[list[Seed], int]:
@@ -91,7 +87,7 @@ def load(sweep_dirs: list[Path]) -> tuple[list[Seed], int]:
                 for k in ("C", "A", "proxy"):
                     curve[int(row["step"])][f"{k}_{row['split']}"] = float(row[k])
             curve = dict(curve)
-            learned_at = done.get("learned_at", learned_rule(curve))
+            learned_at = done["learned_at"] if "learned_at" in done else learned_rule(curve)
             r = rung_of(config["rung"])
             seeds.append(Seed(config["env"], dials, r.name, r.index, int(done["parameters"]), int(config["seed"]),
                               bool(done.get("learned", learned_at is not None)), learned_at,

@@ -264,6 +264,8 @@ def cmd_scaling(argv: list[str]) -> None:
     p.add_argument("--rungs", default=None, help="ladder rungs, e.g. 0..3 or nano,small (default: nano..large)")
     p.add_argument("--workers", type=int, default=0, help="local worker processes (0 = one per core)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--dials", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="env dials for every env of the study (an axis with headroom, e.g. size=13)")
     p.add_argument("--dry-run", action="store_true", help="print the cost estimate and stop")
     p.add_argument("--report-only", action="store_true", help="write the report from what has finished; train nothing")
     p.add_argument("--no-progress", action="store_true")
@@ -273,7 +275,10 @@ def cmd_scaling(argv: list[str]) -> None:
     if a.workers < 0 or a.threads < 1:
         raise UsageError("--workers must be >= 0 (0 = one per core) and --threads >= 1")
     rungs = parse_range(a.rungs, "rung") if a.rungs else None
-    print(scaling.run(Path(a.out), a.envs, rungs, workers=a.workers, threads=a.threads, dry_run=a.dry_run,
+    from capgap.train.ppo import Args
+
+    base = Args(dials=tuple(a.dials))
+    print(scaling.run(Path(a.out), a.envs, rungs, base=base, workers=a.workers, threads=a.threads, dry_run=a.dry_run,
                       report_only=a.report_only, progress=not a.no_progress))
 
 
