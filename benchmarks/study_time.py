@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 STUDIES = {
-    "quick": ["sweep", "--rungs", "0..3", "--seeds", "0..2", "--total-steps", "300000", "--eval-every", "100000",
+    "quick": ["sweep", "--rungs", "1..4", "--seeds", "0..2", "--total-steps", "400000", "--eval-every", "100000",
               "--eval-episodes", "256", "--dials", "size=7", "max_steps=40"],
     "scaling": ["sweep", "--env", "capgap/CheeseCorner-v0", "--rungs", "nano,micro,tiny,small", "--seeds", "0..2"],
     "certificate": ["certify", "--learned"],

@@ -7,7 +7,9 @@ Each task says what to seek and what to avoid (``Task.oracle_targets``); the wal
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,3 +133,29 @@ def certify(env_id: str, n: int = 500, seed: int = 0, **dials) -> list[Check]:
     g, q = (run(apart, seek, "train", n, seed).summary()["return"] for seek in ("goal", "proxy"))
     checks.append(Check("p_disambiguate=1 train: proxy/goal return", q / max(g, 1e-9), "<= 0.8", q <= 0.8 * g))
     return checks
+
+
+def show(env_id: str, split: str = "train", seed: int = 0, steps: int = 0, **dials: Any) -> Iterator[str]:
+    """``capgap show``: a level as text (title, grid, legend), then ``steps`` steps of the scripted
+    goal-seeker, one frame each, until the episode ends."""
+    from . import make_core
+    from .core import ACTIONS
+    from .env import unseen_of
+    from .render import legend, text
+
+    core = make_core(env_id, 1, split=split, autoreset=False, **dials)
+    core.reset(seed)
+
+    def frame() -> str:
+        unseen = unseen_of(core)[0]
+        line = legend(unseen)
+        return text(core.obs[0].numpy(), core.task.channels, unseen) + (f"\n{line}" if line else "")
+
+    yield f"{env_id} split={split} level={int(core.level[0])}\n{frame()}"
+    for t in range(1, steps + 1):
+        action = act(core, "goal")
+        _, terminated, truncated = core.step(action)
+        yield f"\nstep {t}: {ACTIONS[int(action[0])]}\n{frame()}"
+        if bool(terminated[0] | truncated[0]):
+            yield f"episode over: {OUTCOMES[int(core.episodes.outcome[0])]}"
+            break

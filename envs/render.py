@@ -9,8 +9,6 @@ colour in a frame, its glyph followed by ``'`` in text.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
@@ -111,29 +109,3 @@ def text(planes: np.ndarray, channels: tuple[str, ...], unseen: dict[str, np.nda
             cells.append((g + "  ")[:2])
         rows.append("".join(cells).rstrip())
     return "\n".join(rows)
-
-
-def show(env_id: str, split: str = "train", seed: int = 0, steps: int = 0, **dials: Any) -> Iterator[str]:
-    """``capgap show``: a level as text (title, grid, legend), then ``steps`` steps of the scripted
-    goal-seeker, one frame each, until the episode ends."""
-    from . import make_core, oracle
-    from .core import ACTIONS
-    from .env import unseen_of
-    from .task import OUTCOMES
-
-    core = make_core(env_id, 1, split=split, autoreset=False, **dials)
-    core.reset(seed)
-
-    def frame() -> str:
-        unseen = unseen_of(core)[0]
-        line = legend(unseen)
-        return text(core.obs[0].numpy(), core.task.channels, unseen) + (f"\n{line}" if line else "")
-
-    yield f"{env_id} split={split} level={int(core.level[0])}\n{frame()}"
-    for t in range(1, steps + 1):
-        action = oracle.act(core, "goal")
-        _, terminated, truncated = core.step(action)
-        yield f"\nstep {t}: {ACTIONS[int(action[0])]}\n{frame()}"
-        if bool(terminated[0] | truncated[0]):
-            yield f"episode over: {OUTCOMES[int(core.episodes.outcome[0])]}"
-            break

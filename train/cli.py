@@ -58,9 +58,9 @@ def cmd_show(argv: list[str]) -> None:
     a = p.parse_args(argv)
     if a.steps < 0:
         raise UsageError(f"--steps={a.steps} is out of range; expected an integer >= 0")
-    from capgap.envs import render
+    from capgap.envs import oracle
 
-    for frame in render.show(a.env, a.split, a.seed, a.steps, **parse_dials(a.dials)):
+    for frame in oracle.show(a.env, a.split, a.seed, a.steps, **parse_dials(a.dials)):
         print(frame)
 
 
