@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from capgap.train.cli import main
+from capgap.train.sweep import Sweep
 
 TRAIN = ["--total-steps", "8192", "--eval-every", "4096", "--eval-episodes", "16", "--num-envs", "64",
          "--num-steps", "16", "--num-minibatches", "4", "--dials", "size=7", "max_steps=30"]
@@ -182,3 +184,27 @@ def test_eval_names_a_corrupt_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["eval", str(out), "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert f"capgap: error: {config} is corrupt" in err and err.strip().endswith("to start over"), err
+
+
+def test_a_sweep_may_grow_but_not_change(tmp_path: Path) -> None:
+    """More rungs, seeds or grid values in the same --out train beside the finished trials (a study
+    run in parts); other training settings, or fewer trials, are refused."""
+    from capgap.rundir import RunError
+    from capgap.train.ppo import Args
+    from capgap.train.sweep import prepare
+
+    base = Args(total_steps=4096, dials=("size=7",))
+
+    def sweep(rungs: list[str], seeds: list[int], grid: dict[str, list[str]], b: Args = base) -> Sweep:
+        return Sweep(envs=["capgap/CheeseCorner-v0"], rungs=rungs, seeds=seeds, grid=grid, base=b, out=tmp_path)
+
+    prepare(sweep(["nano"], [0], {"p_disambiguate": ["0"]}))
+    prepare(sweep(["nano", "base"], [0, 1], {"p_disambiguate": ["0", "0.1"]}))  # grows
+    recorded = json.loads((tmp_path / "sweep.json").read_text())
+    assert recorded["rungs"] == ["nano", "base"] and recorded["grid"] == {"p_disambiguate": ["0", "0.1"]}
+    for bad, why in ((sweep(["nano"], [0], {"p_disambiguate": ["0"]}), "rungs"),  # fewer
+                     (sweep(["nano", "base"], [0, 1], {"p_disambiguate": ["0", "0.1"]},
+                            dataclasses.replace(base, lr=0.01)), "train"),
+                     (sweep(["nano", "base"], [0, 1], {"size": ["7"]}), "grid")):
+        with pytest.raises(RunError, match=f"differs in: .*{why}.*a sweep may only grow"):
+            prepare(bad)

@@ -213,19 +213,40 @@ def validate(sweep: Sweep) -> None:
         raise CapgapError("two trials would share a run directory; do rungs or seeds repeat?")
 
 
+GROWABLE = ("envs", "rungs", "seeds")
+"""Lists a sweep may grow along: rerunning with more of them (or more values of a ``--grid`` dial)
+trains the new trials beside the finished ones. Everything else must match."""
+
+
+def _grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``new`` is ``old`` with more envs, rungs, seeds or grid values (and nothing else changed)."""
+    if {k: v for k, v in old.items() if k not in (*GROWABLE, "grid")} != \
+            {k: v for k, v in new.items() if k not in (*GROWABLE, "grid")}:
+        return False
+    if any(not set(old.get(k, [])) <= set(new.get(k, [])) for k in GROWABLE):
+        return False
+    grid_old, grid_new = old.get("grid", {}), new.get("grid", {})
+    return set(grid_old) == set(grid_new) and all(set(grid_old[d]) <= set(grid_new[d]) for d in grid_old)
+
+
 def prepare(sweep: Sweep) -> None:
-    """Create the sweep dir, or check that it holds this very sweep."""
+    """Create the sweep dir, or check that it holds this very sweep, or the same sweep with fewer
+    envs, rungs, seeds or grid values (:data:`GROWABLE`: it then grows, and records the new grid)."""
     path = sweep.out / "sweep.json"
-    config = sweep.config()
+    config = json.loads(json.dumps(sweep.config()))
     if path.exists():
         old = json.loads(path.read_text())
         if isinstance(old.get("train"), dict):  # a sweep from before a field existed meant its default
             old["train"] = {**{k: v for k, v in rundir.ADDED_DEFAULTS.items() if k in config["train"]},
                             **old["train"]}
-        if old != json.loads(json.dumps(config)):
-            diff = sorted(k for k in config if old.get(k) != json.loads(json.dumps(config))[k])
+        if old == config:
+            return
+        if not _grows(old, config):
+            diff = sorted(k for k in config if old.get(k) != config[k])
             raise RunError(f"{sweep.out} holds another sweep (it differs in: {', '.join(diff)}); "
-                           "use another --out, or delete that dir")
+                           "use another --out, or delete that dir (a sweep may only grow: more envs, rungs, "
+                           "seeds or grid values, the same training settings)")
+        rundir.write_json(path, config)
         return
     with rundir.disk_guard(sweep.out):
         sweep.out.mkdir(parents=True, exist_ok=True)
