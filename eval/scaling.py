@@ -171,7 +171,15 @@ def references(env: str, dials: dict[str, Any]) -> dict[str, float]:
 
 
 def _steps(v: float) -> str:
-    return "n/a" if math.isnan(v) else f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.0f}k"
+    return "n/a" if math.isnan(v) else f"{v / 1e6:.2f}M" if abs(v) >= 1e6 else f"{v / 1e3:.0f}k"
+
+
+def _steps_ci(row: dict[str, Any]) -> str:
+    """Steps to learn as ``845k [600k, 1.09M]`` (``(1 seed)`` when one seed learned)."""
+    m, lo, hi = row["steps_to_learn"], row["steps_to_learn_lo"], row["steps_to_learn_hi"]
+    if row["n_learned"] == 1 or math.isnan(lo):
+        return f"{_steps(m)} (1 seed)" if row["n_learned"] == 1 else _steps(m)
+    return f"{_steps(m)} [{_steps(lo)}, {_steps(hi)}]"
 
 
 def markdown_report(seeds: list[Seed], unfinished: int) -> str:
@@ -199,8 +207,7 @@ def markdown_report(seeds: list[Seed], unfinished: int) -> str:
         env_rows = [r for r in rows if r["env"] == env]
         lines += markdown(["rung", "params", "learned / n", "steps to learn", *VIEW_METRICS],
                           [[r["rung"], f"{r['params']:,}", f"{r['n_learned']}/{r['n']}",
-                            ci(r["steps_to_learn"], r["steps_to_learn_lo"], r["steps_to_learn_hi"], 0,
-                               n=r["n_learned"]) if r["n_learned"] else "never",
+                            _steps_ci(r) if r["n_learned"] else "never",
                             *(ci(r[m], r[f"{m}_lo"], r[f"{m}_hi"], n=r["n_learned"]) if r["n_learned"] else "-"
                               for m in VIEW_METRICS)] for r in env_rows])
         step = next((r["step"] for r in eq if r["env"] == env), None)
@@ -228,7 +235,7 @@ def _index(rung: str) -> int:
 def figures(seeds: list[Seed]) -> dict[str, Any]:
     """``scaling`` (per env: test C, test A and the gap against parameters, CI bands over learned
     seeds, every seed a dot, hollow when not learned; the proxy-seeker's gap dashed, random play's
-    dotted), ``steps_to_learn`` and ``curves`` (C(t) solid, A(t) dashed on the test split, one colour
+    gap and test A dotted), ``steps_to_learn`` and ``curves`` (C(t) solid, A(t) dashed on the test split, one colour
     per rung)."""
     from matplotlib import colormaps
 
@@ -248,6 +255,7 @@ def figures(seeds: list[Seed]) -> dict[str, Any]:
                     ax.plot(s.params, s.final[m], "o", ms=3, color=colour, mfc=colour if s.learned else "none")
         ax.axhline(ref["proxy_gap"], color="tab:red", ls="--", lw=0.8, label="gap of the proxy-seeker")
         ax.axhline(ref["random_gap"], color="tab:red", ls=":", lw=0.8, label="gap of random play")
+        ax.axhline(ref["random_A"], color="tab:orange", ls=":", lw=0.8, label="test A of random play")
         log_x(ax, x)
         ax.set(ylim=(-0.05, 1.05), xlabel="parameters", title=env.split("/")[-1])
         ax.legend(fontsize=6)
