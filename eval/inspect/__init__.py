@@ -129,11 +129,6 @@ from capgap.eval.inspect.study import Study, study_flat, study_run, study_summar
 from capgap.eval.inspect.summary import inspection_record, training_summary
 from capgap.rundir import load_agent
 
-PROBE_ENVS = probe_envs()
-"""The registered envs whose task has a ``goal_plane`` (derived from ``capgap.envs.TASKS``, not a
-table): kept for callers that still test ``env in PROBE_ENVS`` (``capgap.train.ppo``); new code asks
-the task class, ``task_class(env_id).goal_plane is not None``."""
-
 __all__ = [
     "BASELINES",
     "CHOICES",
@@ -141,7 +136,6 @@ __all__ = [
     "FORECAST_EVIDENCE",
     "LEVEL_BASE",
     "NETS",
-    "PROBE_ENVS",
     "PROBE_SETS",
     "RIDGE_ALPHAS",
     "DecisionResult",
