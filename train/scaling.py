@@ -116,6 +116,7 @@ def run(out: Path, envs: list[str] | None = None, rungs: list[str] | None = None
     if est["trials"] and not report_only:
         run_sweeps(sweeps, out, workers=workers, threads=threads, progress=progress)
     wall = time.time() - t0
-    text = scaling.write(out, [s.out for s in sweeps])
+    parts = sorted({p.parent for p in out.glob("*/*/sweep.json")} | {s.out for s in sweeps if s.out.exists()})
+    text = scaling.write(out, parts)  # every part of the study run so far, not only this command's
     print(f"scaling: trained for {wall / 60:.1f} min this time; report in {out / 'scaling.md'}")
     return text
