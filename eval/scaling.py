@@ -19,7 +19,6 @@ follower reaches) and uniform random play's (the floor of wandering).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import numpy as np
 
 from capgap import rundir
 from capgap.agents import rung as rung_of
-from capgap.envs import format_dials, parse_dials, task_class
+from capgap.envs import format_dials, parse_dials
 from capgap.eval.metrics import LEARNED, load_episodes, per_seed, stop_step
 from capgap.eval.stats import interval, scaling_rows, verdict_table
 from capgap.eval.table import ci, markdown
@@ -316,11 +315,3 @@ def write(out: Path, sweep_dirs: list[Path]) -> str:
                     if not math.isnan(r[m]):
                         w.add_scalar(f"scaling/{r['env'].split('/')[-1]}/{m}", r[m], r["params"])
     return md.split("\n## capgap/")[0]
-
-
-def load_json(out: Path) -> dict[str, Any]:
-    return json.loads((out / "scaling.json").read_text())
-
-
-def env_budget(env: str) -> int:
-    return task_class(env).budget
