@@ -387,3 +387,21 @@ def test_mlp_family_trains(tmp_path: Path) -> None:
     assert run.name == "CheeseCorner-v0__nano-mlp__max_steps=40__size=7__s0"
     agent, config = load_agent(run)
     assert config["family"] == "mlp" and agent.family == "mlp"
+
+
+def test_a_run_does_not_depend_on_the_environments_thread_count(tmp_path: Path) -> None:
+    """``--threads`` takes effect before the first tensor is made: the same command logs the same
+    numbers whether or not the environment pinned OpenMP to one thread (it did not, once: the
+    network's initialisation ran on every core's threads and rounded differently)."""
+    import os
+    import subprocess
+
+    argv = [sys.executable, "-m", "capgap.train.cli", "train", "--rung", "tiny", "--num-envs", "64", "--num-steps",
+            "32", "--total-steps", "8192", "--eval-every", "4096", "--eval-episodes", "32", "--dials", "size=5",
+            "max_steps=20", "--no-progress"]
+    for name, omp in (("pinned", "1"), ("free", None)):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        env |= {"OMP_NUM_THREADS": omp} if omp else {}
+        subprocess.run([*argv, "--out", str(tmp_path / name)], env=env, check=True, capture_output=True)
+    run = "CheeseCorner-v0__tiny__max_steps=20__size=5__s0"
+    assert scalars(tmp_path / "pinned" / run) == scalars(tmp_path / "free" / run)

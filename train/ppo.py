@@ -142,6 +142,7 @@ def train_seeds(runs: list[Args], hooks: Sequence[Hook] | None = None) -> list[P
     for a in runs:
         check_args(a)  # one-line errors, before anything is written
     seeds.shared(runs)
+    torch.set_num_threads(runs[0].threads)  # before any tensor is made: the init and the engine too
     hooks = default_hooks(runs[0]) if hooks is None else list(hooks)
     keep_freed_memory()  # reuse freed buffers instead of mapping fresh pages every minibatch
     dials = parse_dials(runs[0].dials)  # the only parse of these runs' dials
