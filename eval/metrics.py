@@ -153,6 +153,15 @@ def mean_ci(values: Iterable[float], n_resamples: int = 2000, seed: int = 0) -> 
     return interval(values)
 
 
+def by_split(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """One run's episode records grouped by split (``{"train": [...], "test": [...]}``), as
+    :func:`per_seed` takes them."""
+    out: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+    for r in records:
+        out[r["split"]].append(r)
+    return out
+
+
 def per_seed(episodes: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     """One seed's metrics from its episodes by split (a missing split gives NaNs)."""
     out: dict[str, float] = {}

@@ -30,7 +30,7 @@ import numpy as np
 from capgap import rundir
 from capgap.agents import rung as rung_of
 from capgap.envs import format_dials, parse_dials
-from capgap.eval.metrics import LEARNED, load_episodes, per_seed, stop_step
+from capgap.eval.metrics import LEARNED, by_split, load_episodes, per_seed, stop_step
 from capgap.eval.stats import interval, scaling_rows, verdict_table
 from capgap.eval.table import ci, markdown
 
@@ -78,7 +78,7 @@ def load(sweep_dirs: list[Path]) -> tuple[list[Seed], int]:
                 continue
             config, done = rundir.read_config(run), rundir.read_done(run)
             step = int(done["global_step"])
-            final = per_seed(_by_split(load_episodes([rundir.episodes_path(run, step)])))
+            final = per_seed(by_split(load_episodes([rundir.episodes_path(run, step)])))
             dials = parse_dials(config["dials"])
             final = chance.references(config["env"], format_dials(dials)).calibrate(final)
             curve: dict[int, dict[str, float]] = defaultdict(dict)
@@ -92,13 +92,6 @@ def load(sweep_dirs: list[Path]) -> tuple[list[Seed], int]:
                               bool(done.get("learned", learned_at is not None)), learned_at,
                               int(done.get("stopped_at", step)), final, curve))
     return seeds, unfinished
-
-
-def _by_split(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
-    for r in records:
-        out[r["split"]].append(r)
-    return out
 
 
 def _groups(seeds: list[Seed]) -> dict[str, dict[tuple[int, str], list[Seed]]]:

@@ -32,3 +32,17 @@ LEARNS: dict[str, Any] = dict(rung="tiny", num_envs=64, num_steps=32, total_step
 """A tiny agent that learns a 5x5 maze well within its cap: train A >= 0.9 from about 33k of its 123k steps
 (0.98, then 1.0; ~11 s to the cap). The competence tests' run (tests/test_stop.py): on the 7x7 maze a tiny
 agent crosses 0.9 only after ~260k steps, and barely."""
+
+
+def flags(config: dict[str, Any]) -> list[str]:
+    """The ``capgap train`` command-line flags of a config above (for tests that run it as a process)."""
+    out = []
+    for k, v in config.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            out.append(flag if v else "--no-" + k.replace("_", "-"))
+        elif isinstance(v, tuple):
+            out += [flag, *v]
+        else:
+            out += [flag, str(v)]
+    return out

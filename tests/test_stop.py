@@ -36,20 +36,6 @@ def tb_steps(run_dir: Path, tag: str) -> list[int]:
     return [e.step for e in ea.Scalars(tag)]
 
 
-def cli(config: dict[str, Any]) -> list[str]:
-    """``capgap train`` flags for an ``Args`` config."""
-    out = []
-    for k, v in config.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            out.append(flag if v else "--no-" + k.replace("_", "-"))
-        elif isinstance(v, tuple):
-            out += [flag, *v]
-        else:
-            out += [flag, str(v)]
-    return out
-
-
 # ----- the rule ------------------------------------------------------------------------
 
 
@@ -122,7 +108,8 @@ def test_done_json_states_steps_to_learn_without_the_flag(tmp_path: Path) -> Non
 
 def test_a_killed_run_stops_where_an_uninterrupted_one_does(learned_run: Path, tmp_path: Path,
                                                            kill_and_rerun) -> None:
-    cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path), *cli(LEARNS), "--until-learned"]
+    cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path), *configs.flags(LEARNS),
+           "--until-learned"]
     run_dir = tmp_path / learned_run.name
     straight = rundir.read_done(learned_run)
     crossing = straight["learned_at"] + LEARNS["eval_every"]

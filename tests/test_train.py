@@ -103,15 +103,7 @@ def test_same_seed_same_scalars(small_run: Path, tmp_path: Path) -> None:
 
 
 def test_killed_run_resumes_to_the_same_result(small_run: Path, tmp_path: Path, kill_and_rerun) -> None:
-    cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path)]
-    for k, v in SMALL.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            cmd.append(flag if v else "--no-" + k.replace("_", "-"))
-        elif isinstance(v, tuple):
-            cmd += [flag, *v]
-        else:
-            cmd += [flag, str(v)]
+    cmd = [sys.executable, "-m", "capgap.train.cli", "train", "--out", str(tmp_path), *configs.flags(SMALL)]
     run_dir = tmp_path / small_run.name
     kill_and_rerun(cmd, run_dir, 4096)
     assert json.loads((run_dir / "done.json").read_text())["global_step"] == 12288

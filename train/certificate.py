@@ -44,7 +44,7 @@ from typing import Any
 from capgap import envs as E
 from capgap import rundir
 from capgap.eval import chance
-from capgap.eval.metrics import LEARNED, load_episodes, mean_ci, per_seed
+from capgap.eval.metrics import LEARNED, by_split, load_episodes, mean_ci, per_seed
 from capgap.eval.table import ci
 from capgap.eval.table import markdown as table
 from capgap.train.ppo import Args, config_of
@@ -121,9 +121,7 @@ def results(sweep: Sweep) -> list[EnvResult]:
         run_dir = Path(trial.out) / rundir.run_name(config_of(trial))
         done = rundir.read_done(run_dir)
         records = load_episodes([rundir.episodes_path(run_dir, done["global_step"])])
-        splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
-        for r in records:
-            splits[r["split"]].append(r)
+        splits = by_split(records)
         key = (trial.env, trial.rung)
         res = by_key.setdefault(key, EnvResult(trial.env, trial.rung, trial.total_steps, [], [], []))
         res.seeds.append(trial.seed)
