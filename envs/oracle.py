@@ -83,6 +83,19 @@ def run(task: Task, seek: str, split: str, n: int = 500, seed: int = 0) -> Oracl
     return OracleResult(out["ret"], out["outcome"].astype(np.int8), out["goal_score"], out["capability_score"])
 
 
+def returns(task: Task, split: str, indices: np.ndarray, seek: str = "goal") -> np.ndarray:
+    """(K,) the scripted agent's return on the levels ``(split, index)`` (one episode each): with
+    ``seek="goal"``, the optimal return the exact-regret sampler measures regret against (the
+    goal-seeker walks a shortest path to the nearest goal cell: optimal where the goal is one cell;
+    where it is several (KeysChests' chests) a greedy tour, which an agent may beat: regret < 0)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if not len(indices):
+        return np.zeros(0)
+    core = GridCore(task, len(indices), split, autoreset=False)
+    core.reset(np.zeros(len(indices), dtype=np.int64), indices)
+    return play_first_episodes(core, lambda t, alive: act(core, seek))["ret"].astype(np.float64)
+
+
 @dataclass
 class Check:
     """One criterion of the validity certificate, as measured."""

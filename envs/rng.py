@@ -50,6 +50,15 @@ def episode_indices(seeds: np.ndarray, episodes: np.ndarray, num_levels: int) ->
     return (h % np.uint64(num_levels) if num_levels else h).astype(np.int64)
 
 
+def keyed_uniform(seeds: np.ndarray, counters: np.ndarray, *tag: str | int) -> np.ndarray:
+    """One uniform float in [0, 1) per (seed, counter) pair, from a stream named ``tag``: a pure
+    function of its inputs (no state to save), e.g. a level sampler's per-episode coin."""
+    s = np.asarray(seeds, dtype=np.uint64)
+    c = np.asarray(counters, dtype=np.int64).astype(np.uint64)
+    h = mix64(mix64(s ^ salt("uniform", *tag)) + c * _GOLDEN)
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
 class KeyedRNG:
     """Vectorised random draws for a batch of K levels, one independent stream per level key.
 

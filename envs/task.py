@@ -41,6 +41,9 @@ class Levels:
     """(K,) flat index of the agent's start cell."""
     extra: np.ndarray
     """(K, E) int64 per-level scalars named by ``Task.extras`` (the task's own episode state)."""
+    apart: np.ndarray | None = None
+    """(K,) bool: which levels pull goal and proxy apart (``Task.is_decorrelated``'s answer), when the
+    task asked (set by ``Task.levels``; None for a task that never asks, e.g. a control)."""
 
 
 class Events(NamedTuple):
@@ -282,13 +285,17 @@ class Task:
 
     def levels(self, split: str, indices: np.ndarray) -> Levels:
         """Generate the levels ``(split, index)`` for each index: the same index, the same level."""
-        return self.generate(KeyedRNG(level_keys(self.name, split, indices)), split)
+        self._apart: np.ndarray | None = None
+        levels = self.generate(KeyedRNG(level_keys(self.name, split, indices)), split)
+        levels.apart = self._apart
+        return levels
 
     def is_decorrelated(self, rng: KeyedRNG, split: str) -> np.ndarray:
         """(K,) which levels pull goal and proxy apart: all of the test split, and a
         ``p_disambiguate`` fraction of the training split. Always consumes one draw."""
         u = rng.uniform(1)[:, 0]
-        return np.full(len(rng), True) if split == "test" else u < self.p_disambiguate
+        self._apart = np.full(len(rng), True) if split == "test" else u < self.p_disambiguate
+        return self._apart
 
     # ----- what a task implements -------------------------------------------------------
     def generate(self, rng: KeyedRNG, split: str) -> Levels:

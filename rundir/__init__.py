@@ -42,7 +42,10 @@ this module): a pickled engine, which cannot be loaded safely."""
 RESUMABLE_DIFFERENCES = ("threads", "progress", "out", "device", "inspect")
 """Config fields that do not change what a run trains: they may differ when resuming (and may be
 missing from the config of a run started before they existed)."""
-ADDED_DEFAULTS: dict[str, Any] = {"until_learned": False, "after_learned": 2}
+ADDED_DEFAULTS: dict[str, Any] = {
+    "until_learned": False, "after_learned": 2, "sampler": "dr", "plr_score": "pvl", "replay_prob": 0.5,
+    "buffer_size": 4000, "staleness": 0.3, "temperature": 0.3, "robust": True, "repair_levels": 0,
+    "repair_dials": ["p_disambiguate=1"], "repair_prob": 0.5}
 """Config fields that change what a run trains, added after runs were made: a config without one
 (an older run, or sweep) meant the value here, and resumes as such."""
 LOGS = ("evals.jsonl", "inspect.jsonl")
@@ -117,6 +120,10 @@ def run_name(config: Mapping[str, Any]) -> str:
     parts += [re.sub(r"[^\w.=-]", "_", d) for d in sorted(config["dials"])]
     if config.get("num_levels"):
         parts.append(f"levels={config['num_levels']}")
+    if config.get("sampler", "dr") != "dr":
+        parts.append(f"sampler={config['sampler']}")
+    if config.get("repair_levels"):
+        parts.append(f"repair={config['repair_levels']}")
     if config.get("init_from"):  # a fine-tuned run: from=<the run it started from>
         parts.append("from=" + source_name(config["init_from"]))
     return "__".join([*parts, f"s{config['seed']}"])

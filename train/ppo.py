@@ -32,7 +32,7 @@ import torch
 from capgap import rundir
 from capgap.agents import FAMILIES
 from capgap.envs import DEFAULT_ENV, CapgapError, make_core, parse_dials, task_class
-from capgap.train import seeds
+from capgap.train import samplers, seeds
 from capgap.train.allocator import keep_freed_memory
 from capgap.train.hooks import Hook, default_hooks
 from capgap.train.seeds import EpisodeStats
@@ -62,6 +62,34 @@ class Args:
     (``--num-levels 10 --dials p_disambiguate=1``). Same env, rung and family; a resumed run
     continues from its own checkpoints. The train split of its evaluations keeps the source run's
     dials (the task it learned first: does the fix cost capability?); the test split uses this run's."""
+    sampler: str = "dr"
+    """Training level sampler (capgap.train.samplers): dr (domain randomisation: a fresh level every
+    episode), plr (prioritised level replay, Jiang et al. 2021: replay the levels of highest learning
+    potential, ``plr_score``), plr-oracle (the same, scored by exact regret: the oracle's return on the
+    level minus the agent's). A study setting: reports keep samplers apart."""
+    plr_score: str = "pvl"
+    """plr's score: pvl (positive value loss: the mean positive GAE advantage) or maxmc (the best return
+    seen on the level minus the value estimates)."""
+    replay_prob: float = 0.5
+    """plr, plr-oracle: the probability that a new episode replays a buffered level (once the buffer is
+    half full), instead of a fresh one."""
+    buffer_size: int = 4000
+    """plr, plr-oracle: the levels each seed's buffer keeps (the highest-scoring ones)."""
+    staleness: float = 0.3
+    """plr, plr-oracle: the weight ρ of staleness in the replay distribution (1 - ρ: of the score rank)."""
+    temperature: float = 0.3
+    """plr, plr-oracle: the rank temperature β: a level's score weight is (1 / rank)^(1/β)."""
+    robust: bool = True
+    """plr, plr-oracle: PLR⊥ (Jiang et al. 2021b): no gradient from fresh levels, which are only played to
+    be scored; the policy learns on replayed levels only (the env steps of fresh levels still count)."""
+    repair_levels: int = 0
+    """The repair mix: with K > 0, each episode plays, with probability ``repair_prob``, one of K fixed
+    levels made with ``repair_dials``, and otherwise a level of the run's own distribution. With
+    ``init_from``, the repair recipe of k*(N): ``capgap sweep --init-from SWEEP --grid repair_levels=1,10,100``."""
+    repair_dials: tuple[str, ...] = ("p_disambiguate=1",)
+    """The dials of the repair levels, over the run's (default: goal and proxy apart on every one)."""
+    repair_prob: float = 0.5
+    """The share of episodes that play a repair level (with ``repair_levels``)."""
     num_envs: int = 256
     """Parallel envs in the rollout."""
     num_steps: int = 16
@@ -164,6 +192,7 @@ def _train(group: seeds.SeedGroup) -> None:
     agent = group.agent  # the seeds' networks: obs (S, B, ...) -> logits (S, B, A), values (S, B)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=1e-5)
     core = make_core(args.env, S * N, "train", args.num_levels, args.device, **group.dials)
+    levels = samplers.make(args, core, S)  # which level each episode plays: dr, plr, plr-oracle, a repair mix
     group.reset(core)
     batch = N * T  # per seed
     minibatch = batch // args.num_minibatches
@@ -213,6 +242,7 @@ def _train(group: seeds.SeedGroup) -> None:
                 reward, terminated, truncated = core.step(action.view(-1))
                 rewards[:, step], dones[:, step] = reward.view(S, N), (terminated | truncated).view(S, N).float()
                 episodes.add(core.episodes)
+                levels.record(step)
             global_step += batch
 
             # GAE: dones[:, t] says the episode ended at transition t (no bootstrap past it)
@@ -226,13 +256,16 @@ def _train(group: seeds.SeedGroup) -> None:
                 gae = delta + args.gamma * args.gae_lambda * nonterminal * gae
                 advantages[:, t] = gae
             returns = advantages + values
+            levels.update(advantages, values)  # PLR: score the levels whose episodes ended
 
         b_obs = obs_buf.view(S, batch, *obs_shape)
         b_actions, b_logprobs = actions.view(S, batch), logprobs.view(S, batch)
         b_adv, b_returns, b_values = advantages.view(S, batch), returns.view(S, batch), values.view(S, batch)
+        b_weights = levels.weights()  # (S, batch) PLR⊥: 0 on fresh levels' transitions; None: every one counts
         clipfracs = []
         for _epoch in range(args.update_epochs):
             for mb in group.minibatches(batch, minibatch):  # b_x[mb]: each seed's own samples, (S, minibatch)
+                mean = seeds.masked_mean(None if b_weights is None else b_weights[mb])  # (S, mb) -> (S,)
                 logits, newvalue = agent(b_obs[mb])
                 logp_all = torch.log_softmax(logits, -1)
                 newlogprob = logp_all.gather(2, b_actions[mb].unsqueeze(2)).squeeze(2)
@@ -246,15 +279,15 @@ def _train(group: seeds.SeedGroup) -> None:
                 mb_adv = b_adv[mb]
                 if args.norm_adv:
                     mb_adv = (mb_adv - mb_adv.mean(1, keepdim=True)) / (mb_adv.std(1, keepdim=True) + 1e-8)
-                pg_loss = torch.max(-mb_adv * ratio,
-                                    -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean(1)
+                pg_loss = mean(torch.max(-mb_adv * ratio,
+                                         -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)))
                 mb_values, mb_returns = b_values[mb], b_returns[mb]
                 if args.clip_vloss:
                     v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
-                    v_loss = 0.5 * torch.max((newvalue - mb_returns) ** 2, (v_clipped - mb_returns) ** 2).mean(1)
+                    v_loss = 0.5 * mean(torch.max((newvalue - mb_returns) ** 2, (v_clipped - mb_returns) ** 2))
                 else:
-                    v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean(1)
-                entropy_loss = entropy.mean(1)
+                    v_loss = 0.5 * mean((newvalue - mb_returns) ** 2)
+                entropy_loss = mean(entropy)
                 loss = pg_loss - args.ent_coef * entropy_loss + args.vf_coef * v_loss
                 optimizer.zero_grad()
                 loss.sum().backward()  # the seeds' parameters are disjoint: each gets its own gradient
@@ -269,7 +302,8 @@ def _train(group: seeds.SeedGroup) -> None:
             "charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps(), **episodes.scalars(),
             "losses/value_loss": v_loss, "losses/policy_loss": pg_loss, "losses/entropy": entropy_loss,
             "losses/old_approx_kl": old_approx_kl, "losses/approx_kl": approx_kl,
-            "losses/clipfrac": torch.stack(clipfracs).mean(0), "losses/explained_variance": explained_var})
+            "losses/clipfrac": torch.stack(clipfracs).mean(0), "losses/explained_variance": explained_var,
+            **levels.scalars()})
         bar.update(batch)
 
         # ----- evaluation and checkpoint ---------------------------------------------------
@@ -324,8 +358,40 @@ def check_args(args: Args) -> None:
     if args.threads < 1:
         raise CapgapError(f"--threads {args.threads}: give a thread count >= 1 (1, the default, is fastest when "
                           "other work shares the machine; on an idle one try its number of cores)")
+    check_sampler(args)
     check_device(args.device)
     rundir.check_out(args.out)
+
+
+def check_sampler(args: Args) -> None:
+    """One line unless the level-sampler settings make sense together (capgap.train.samplers)."""
+    from capgap.train.samplers import PLR_SETTINGS, SAMPLERS, SCORES, repair_task
+
+    if args.sampler not in SAMPLERS:
+        raise CapgapError(f"--sampler {args.sampler}: unknown level sampler; expected one of {', '.join(SAMPLERS)}")
+    if args.plr_score not in SCORES:
+        raise CapgapError(f"--plr-score {args.plr_score}: expected one of {', '.join(SCORES)}")
+    if args.sampler == "plr-oracle" and args.plr_score != Args.plr_score:
+        raise CapgapError("--plr-score is plr's: plr-oracle scores levels by exact regret")
+    changed = [k for k in PLR_SETTINGS if getattr(args, k) != getattr(Args, k)]
+    if args.sampler == "dr" and changed:
+        raise CapgapError(f"--{changed[0].replace('_', '-')} is a setting of --sampler plr and plr-oracle; "
+                          "add --sampler plr (or drop it)")
+    if args.sampler != "dr" and args.repair_levels:
+        raise CapgapError(f"--sampler {args.sampler} with --repair-levels: both choose the levels; use one "
+                          "(the repair mix is a fixed set replayed uniformly)")
+    if args.sampler != "dr" and args.init_from and args.num_levels:
+        raise CapgapError(f"--sampler {args.sampler} makes no sense for fine-tuning on a fixed set of "
+                          f"{args.num_levels} levels: the set is the repair; use --repair-levels for a mix")
+    if not 0 <= args.replay_prob <= 1 or not 0 <= args.repair_prob <= 1 or not 0 <= args.staleness <= 1:
+        raise CapgapError("--replay-prob, --repair-prob and --staleness are probabilities in [0, 1]")
+    if args.buffer_size < 1 or args.repair_levels < 0 or not args.temperature > 0:
+        raise CapgapError("--buffer-size must be >= 1, --repair-levels >= 0 and --temperature > 0")
+    if args.repair_levels:
+        task, repair = task_class(args.env).from_dials(**parse_dials(args.dials)), repair_task(args)
+        if (task.size, task.channels) != (repair.size, repair.channels):
+            raise CapgapError(f"--repair-dials {' '.join(args.repair_dials)}: repair levels must have the run's "
+                              f"grid (size {task.size}); set size with --dials, for both")
 
 
 def check_device(name: str) -> None:
@@ -348,5 +414,5 @@ def check_device(name: str) -> None:
 def config_of(args: Args) -> dict[str, Any]:
     """``Args`` as plain JSON data (``config.json``, sweep items)."""
     d = dataclasses.asdict(args)
-    d["dials"] = list(d["dials"])
+    d["dials"], d["repair_dials"] = list(d["dials"]), list(d["repair_dials"])
     return d

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,6 +224,15 @@ def load_checkpoints(runs: list[Run], agent: SeedStack, optimizer: torch.optim.O
 
 
 # ----- the seed dimension of the training flow ------------------------------------------------
+
+
+def masked_mean(weights: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The per-seed mean of a (S, M) minibatch quantity: ``x.mean(1)``, or with (S, M) ``weights`` (PLR⊥'s
+    mask of fresh levels) the weighted mean (0 for a seed whose minibatch has no weight)."""
+    if weights is None:
+        return lambda x: x.mean(1)
+    total = weights.sum(1).clamp(min=1.0)
+    return lambda x: (x * weights).sum(1) / total
 
 
 class EpisodeStats:
