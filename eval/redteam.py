@@ -36,7 +36,8 @@ Two searchers spend the same number of queries, ``budget``:
   ``note``.
 
 Both are deterministic given ``seed`` (the searchers' level streams, mutations and action keys
-derive from it and from the split; the two searchers draw different levels).
+derive from it and from the split; the two searchers draw different levels). For a trained run the
+search seed is ``--seed`` combined with the run's training seed (:func:`run_search_seed`).
 
 What comes out, per searcher and split (:func:`summarize`): the failure rate found after each
 budget b (failures among the first b queries / b), the **queries to the first failure** (None:
@@ -502,14 +503,24 @@ def redteam_policy(task: Task, env_id: str, policy: Policy, policy_name: str, bu
     return results
 
 
+def run_search_seed(seed: int, run_seed: int) -> int:
+    """The search seed of a run: the red team's ``seed`` combined with the run's training seed. Each
+    training seed of a rung meets other levels, so an interval over seeds includes the search's own
+    luck (with one search seed for all, the seeds of a rung would all meet the same levels, and agree
+    more than the figure deserves); runs of one training seed on different rungs meet the same levels,
+    a paired comparison across rungs."""
+    return int(seed) * 1_000_003 + int(run_seed)
+
+
 def redteam_run(run_dir: Path | str, budget: int = 256, splits: tuple[str, ...] = ("test", "train"),
                 methods: tuple[str, ...] = METHODS, seed: int = 0, batch: int = 32, fitness: str = "regret",
                 dial_space: dict[str, list[Any]] | None = None, keep: int = 8, replays: int = 16,
                 out: Path | None = None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Red-team one trained run (its latest checkpoint): ``{run, env, rung, seed, params, learned,
-    dials, searches}``, ``searches`` one :func:`summarize` dict per (split, searcher). Each split is
-    searched under the dials the run is evaluated with (``rundir.split_dials``). With ``out``, writes
-    ``redteam.json``, ``redteam.md`` and the kept levels there."""
+    dials, searches, ...}``, ``searches`` one :func:`summarize` dict per (split, searcher). Each split
+    is searched under the dials the run is evaluated with (``rundir.split_dials``), with the search
+    seed :func:`run_search_seed`. With ``out``, writes ``redteam.json``, ``redteam.md`` and the kept
+    levels there."""
     from capgap import rundir
     from capgap.agents import rung
 
@@ -525,13 +536,14 @@ def redteam_run(run_dir: Path | str, budget: int = 256, splits: tuple[str, ...] 
         learned = rundir.read_done(run_dir).get("learned")
     except RunError:
         learned = None
+    search_seed = run_search_seed(seed, config["seed"])
     searches = redteam_policy(split_tasks["test"], config["env"], NetworkPolicy(net, rundir.run_name(config)),
-                              f"run:{run_dir}", budget, splits, methods, seed, batch, fitness, dial_space,
+                              f"run:{run_dir}", budget, splits, methods, search_seed, batch, fitness, dial_space,
                               split_tasks, keep, replays, out, str(run_dir), config["checkpoint"], progress)
     result = {"run": run_dir.name, "path": str(run_dir), "env": config["env"], "rung": rung(config["rung"]).name,
               "family": config["family"], "seed": config["seed"], "dials": format_dials(config["dial_values"]),
               "params": net.num_params(), "learned": learned, "checkpoint": config["checkpoint"],
-              "budget": budget, "fitness": fitness, "search_seed": seed,
+              "budget": budget, "fitness": fitness, "seed_base": seed, "search_seed": search_seed,
               "dial_space": dial_space or {}, "searches": searches}
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -564,7 +576,8 @@ def run_markdown(result: dict[str, Any]) -> list[str]:
     learned = {True: "learned", False: "not learned", None: "unfinished"}[result["learned"]]
     lines = [f"## {result['run']} ({result['rung']}, {result['params']:,} params, {learned})", "",
              f"budget {result['budget']} queries per searcher, fitness {result['fitness']}, search seed "
-             f"{result['search_seed']}", "", *markdown(head, rows)]
+             f"{result['search_seed']} (--seed {result['seed_base']}, training seed {result['seed']})", "",
+             *markdown(head, rows)]
     notes = sorted({s["note"] for s in result["searches"] if s["note"]})
     return lines + [f"\nnote: {n}" for n in notes]
 
@@ -616,20 +629,20 @@ def sweep_markdown(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def redteam_path(path: Path | str, out: Path | str | None = None, progress: bool = True,
+def redteam_path(paths: Path | str | list[Path | str], out: Path | str | None = None, progress: bool = True,
                  **kw: Any) -> tuple[list[dict[str, Any]], str]:
-    """``capgap redteam PATH``: every run under ``path`` (a run dir or a sweep dir) red-teamed with
-    :func:`redteam_run` (``kw``), each run's files under ``out/<run name>/``, the sweep summary in
-    ``out/summary.md`` and ``out/summary.json`` (default ``out``: ``<path>/redteam``). Returns the
+    """``capgap redteam PATH ...``: every run under ``paths`` (run dirs or sweep dirs) red-teamed with
+    :func:`redteam_run` (``kw``), each run's files under ``out/<run name>/``, the summary over seeds in
+    ``out/summary.md`` and ``out/summary.json`` (default ``out``: ``<first path>/redteam``). Returns the
     runs' results and the markdown printed."""
     from tqdm import tqdm
 
     from capgap.eval.evaluator import find_runs
-
-    runs = find_runs(Path(path))
-    out = Path(out) if out is not None else Path(path) / "redteam"
     from capgap.rundir import check_out
 
+    paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
+    runs = [run for p in paths for run in find_runs(p)]
+    out = Path(out) if out is not None else paths[0] / "redteam"
     check_out(out)
     per_search = kw.get("budget", 256)
     total = len(runs) * per_search * len(kw.get("splits", ("test", "train"))) * len(kw.get("methods", METHODS))

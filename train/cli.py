@@ -10,7 +10,7 @@
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
     capgap scaling --out DIR          the scaling study: every env, nano..large, trained to competence
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
-    capgap redteam RUN_OR_SWEEP       search levels where a trained agent fails and the goal-seeker does not
+    capgap redteam RUN_OR_SWEEP ...   search levels where a trained agent fails and the goal-seeker does not
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 """
@@ -302,7 +302,7 @@ def cmd_redteam(argv: list[str]) -> None:
                                 description="Search level space for failures of trained agents: levels where the "
                                             "agent misses the goal and the scripted goal-seeker reaches it "
                                             "(capgap.eval.redteam, docs/oversight.md).")
-    p.add_argument("path", help="a run dir or a sweep dir (every run under it)")
+    p.add_argument("path", nargs="+", help="run dirs or sweep dirs (every run under them)")
     p.add_argument("--budget", type=int, default=256, help="queries (agent episodes) per searcher per split")
     p.add_argument("--splits", nargs="+", default=["test", "train"], help="splits to search")
     p.add_argument("--methods", nargs="+", default=list(redteam.METHODS), help="searchers: random, guided")
@@ -330,7 +330,7 @@ def cmd_redteam(argv: list[str]) -> None:
                                    splits=tuple(a.splits), methods=tuple(a.methods), seed=a.seed, batch=a.batch,
                                    fitness=a.fitness, dial_space=space or None, keep=a.keep, replays=a.replays)
     print(text)
-    print(f"redteam: {time.time() - start:.0f} s; files: {a.out or a.path.rstrip('/') + '/redteam'}")
+    print(f"redteam: {time.time() - start:.0f} s; files: {a.out or a.path[0].rstrip('/') + '/redteam'}")
 
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
