@@ -422,8 +422,7 @@ def kept(s: Search, keep: int) -> list[int]:
     return _distinct(s.levels, order)[:keep]
 
 
-def replay(task: Task, s: Search, space_tasks: list[Task], which: list[int], policy: Policy,
-           replays: int) -> list[dict[str, Any]]:
+def replay(s: Search, space_tasks: list[Task], which: list[int], policy: Policy, replays: int) -> list[dict[str, Any]]:
     """Each kept query's level played again: once with its own action key (the episode itself, with its
     path: it must end as it did) and ``replays`` times with fresh keys (its A)."""
     out = []
@@ -493,7 +492,7 @@ def redteam_policy(task: Task, env_id: str, policy: Policy, policy_name: str, bu
             s = search(t, split, policy, budget, method, seed, batch, fitness, dial_space, progress)
             which = kept(s, keep)
             space_tasks = _Space(t, split, dial_space, seed, method).tasks
-            replayed = replay(t, s, space_tasks, which, policy, replays)
+            replayed = replay(s, space_tasks, which, policy, replays)
             summary = summarize(s, replayed)
             if out is not None:
                 summary["files"] = [str(save_level(Path(out) / "levels" / f"{split}_{method}_{k}.npz", space_tasks[

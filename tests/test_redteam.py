@@ -172,6 +172,11 @@ def test_the_command_on_a_run(run_dir: Path, tmp_path: Path, capsys: pytest.Capt
     assert levels and (out / "summary.json").exists() and (out / run_dir.name / "redteam.md").exists()
     assert main(["show", "--level", str(levels[0])]) == 0
     assert "(as recorded)" in capsys.readouterr().out
+    assert main(["redteam", str(run_dir), "--budget", "8", "--splits", "test", "--methods", "guided",
+                 "--search-dials", "corner_size=1,2", "--out", str(tmp_path / "dials"), "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "dials" / run_dir.name / "redteam.json").read_text())
+    assert saved["dial_space"] == {"corner_size": [1, 2]} and len(saved["searches"]) == 1
+    capsys.readouterr()
     firsts = R.queries_to_first_failure(run_dir, budget=8, batch=8, splits=("test",), replays=0, keep=0)
     assert set(firsts) == {("test", "random"), ("test", "guided")}
 
