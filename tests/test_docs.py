@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ENV_TESTS = ["test_envs.py", "test_rng.py", "test_certificate.py", "test_chance.py", "test_agents.py"]
+ENV_TESTS = ["test_envs.py", "test_rng.py", "test_certificate.py", "test_chance.py", "test_agents.py",
+             "test_redteam.py"]
 """The files whose tests are parametrised over every registered env (``capgap.envs.TASKS``)."""
 
 

@@ -10,6 +10,7 @@
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
     capgap scaling --out DIR          the scaling study: every env, nano..large, trained to competence
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
+    capgap redteam RUN_OR_SWEEP ...   search levels where a trained agent fails and the goal-seeker does not
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 """
@@ -48,7 +49,10 @@ def cmd_envs(argv: list[str]) -> None:
 
 def cmd_show(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="capgap show", description="Print a level of an env as text.")
-    p.add_argument("env", help="registered env id, e.g. capgap/CheeseCorner-v0")
+    p.add_argument("env", nargs="?", help="registered env id, e.g. capgap/CheeseCorner-v0")
+    p.add_argument("--level", metavar="FILE", help="a level saved by capgap redteam: replay its agent on it and draw "
+                                                    "the path")
+    p.add_argument("--png", metavar="FILE", help="with --level: also write the trajectory picture there")
     p.add_argument("--split", default="train", choices=E.SPLITS)
     p.add_argument("--seed", type=int, default=0, help="env seed (picks the level)")
     p.add_argument("--dials", nargs="+", default=[], metavar="NAME=VALUE", help="set dials, e.g. --dials size=9")
@@ -58,6 +62,13 @@ def cmd_show(argv: list[str]) -> None:
     a = p.parse_args(argv)
     if a.steps < 0:
         raise UsageError(f"--steps={a.steps} is out of range; expected an integer >= 0")
+    if a.level:
+        from capgap.eval.redteam import show_level
+
+        print(show_level(a.level, a.png))
+        return
+    if a.env is None:
+        raise UsageError("capgap show needs an env id (or --level FILE)")
     from capgap.envs import oracle
 
     for frame in oracle.show(a.env, a.split, a.seed, a.steps, **parse_dials(a.dials)):
@@ -282,9 +293,50 @@ def cmd_scaling(argv: list[str]) -> None:
                       report_only=a.report_only, progress=not a.no_progress))
 
 
+def cmd_redteam(argv: list[str]) -> None:
+    import torch
+
+    from capgap.eval import redteam
+
+    p = argparse.ArgumentParser(prog="capgap redteam", allow_abbrev=False,
+                                description="Search level space for failures of trained agents: levels where the "
+                                            "agent misses the goal and the scripted goal-seeker reaches it "
+                                            "(capgap.eval.redteam, docs/oversight.md).")
+    p.add_argument("path", nargs="+", help="run dirs or sweep dirs (every run under them)")
+    p.add_argument("--budget", type=int, default=256, help="queries (agent episodes) per searcher per split")
+    p.add_argument("--splits", nargs="+", default=["test", "train"], help="splits to search")
+    p.add_argument("--methods", nargs="+", default=list(redteam.METHODS), help="searchers: random, guided")
+    p.add_argument("--fitness", default="regret", help="what the guided search climbs: regret, value or distance")
+    p.add_argument("--search-dials", nargs="*", default=[], metavar="NAME=V1,V2",
+                   help="dials to search over too, e.g. corner_size=1,2,3 (must keep the observation's shape)")
+    p.add_argument("--batch", type=int, default=32, help="queries played at once (a guided generation)")
+    p.add_argument("--keep", type=int, default=8, help="failing levels saved (and replayed) per search")
+    p.add_argument("--replays", type=int, default=16, help="episodes per kept level for its A (the worst-case A)")
+    p.add_argument("--seed", type=int, default=0, help="search seed (levels, mutations, action keys)")
+    p.add_argument("--out", default=None, help="output dir (default: PATH/redteam)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.threads < 1:
+        raise UsageError(f"--threads {a.threads} must be >= 1")
+    torch.set_num_threads(a.threads)
+    space = {}
+    for name, values in parse_dials(a.search_dials).items():
+        space[name] = list(values) if isinstance(values, tuple) else [values]
+    redteam.check(budget=a.budget, batch=a.batch, keep=a.keep, replays=a.replays, fitness=a.fitness,
+                  splits=a.splits, methods=a.methods)
+    start = time.time()
+    _, text = redteam.redteam_path(a.path, a.out, progress=not a.no_progress, budget=a.budget,
+                                   splits=tuple(a.splits), methods=tuple(a.methods), seed=a.seed, batch=a.batch,
+                                   fitness=a.fitness, dial_space=space or None, keep=a.keep, replays=a.replays)
+    print(text)
+    print(f"redteam: {time.time() - start:.0f} s; files: {a.out or a.path[0].rstrip('/') + '/redteam'}")
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
     "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect, "scaling": cmd_scaling,
+    "redteam": cmd_redteam,
 }
 ALIASES: dict[str, str] = {"sizes": "rungs"}
 """Old command names that still work."""
