@@ -10,6 +10,7 @@
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
     capgap scaling --out DIR          the scaling study: every env, nano..large, trained to competence
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
+    capgap monitor fit|eval RUN ...   runtime monitor: alarms before the proxy, escalation to an overseer
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 """
@@ -249,6 +250,12 @@ def cmd_inspect(argv: list[str]) -> None:
     inspect_main(argv)
 
 
+def cmd_monitor(argv: list[str]) -> None:
+    from capgap.train.monitor_cli import main as monitor_main
+
+    monitor_main(argv)
+
+
 def cmd_scaling(argv: list[str]) -> None:
     from pathlib import Path
 
@@ -285,6 +292,7 @@ def cmd_scaling(argv: list[str]) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
     "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect, "scaling": cmd_scaling,
+    "monitor": cmd_monitor,
 }
 ALIASES: dict[str, str] = {"sizes": "rungs"}
 """Old command names that still work."""
