@@ -111,12 +111,12 @@ def _run_lines(name: str, ev: Any) -> list[str]:
     return lines
 
 
-SUMMARY_KEYS = (("act/detect", "detect@5%FA act"), ("chance/detect", "detect chance"), ("act/warning", "warning act"), ("act/auroc", "AUROC act"),
-                ("control/detect", "detect control"), ("pi/detect", "detect pi"), ("obs/detect", "detect obs"),
-                ("anomaly/detect", "detect anomaly (0-shot)"), ("act/fa", "FA held-out act"),
-                ("A_agent", "A agent"), ("act/A_oversight", "A oversight act"), ("act/A_random", "A random hand-over"),
-                ("act/help", "help act"), ("act/train_help", "train FA cost act"),
-                ("anomaly/A_oversight", "A oversight anomaly"))
+SUMMARY_KEYS = (("act/detect", "detect@5%FA act"), ("chance/detect", "detect chance"),
+                ("act/warning", "warning act"), ("act/auroc", "AUROC act"), ("control/detect", "detect control"),
+                ("pi/detect", "detect pi"), ("obs/detect", "detect obs"), ("anomaly/detect", "detect anomaly (0-shot)"),
+                ("act/fa", "FA held-out act"), ("A_agent", "A agent"), ("act/A_oversight", "A oversight act"),
+                ("act/A_random", "A random hand-over"), ("act/help", "help act"),
+                ("act/train_help", "train FA cost act"), ("anomaly/A_oversight", "A oversight anomaly"))
 
 
 def summary_markdown(rows: list[dict[str, Any]], budget: float) -> list[str]:
