@@ -77,13 +77,16 @@ def evaluate_run(job: dict[str, Any]) -> dict[str, Any]:
 
 def inspect_run(run_dir: Path, agent: Any, config: dict[str, Any], dials: dict[str, Any], meta: dict[str, Any]) -> int:
     """Append to a finished run's ``inspect.jsonl`` the inspection of each checkpoint it lacks (a run
-    still training is left alone: its trainer owns the file; an env whose task has no ``goal_plane`` has
-    nothing to inspect). Returns how many were added."""
+    still training is left alone: its trainer owns the file; an env with neither a ``goal_plane``
+    nor a proxy has nothing to inspect; ``capgap.eval.monitor.inspection`` says what is
+    computed). Returns how many were added."""
     import time
 
-    if not rundir.is_done(run_dir) or task_class(config["env"]).goal_plane is None:  # nothing to inspect
+    cls = task_class(config["env"])
+    if not rundir.is_done(run_dir) or (cls.goal_plane is None and cls.control):  # nothing to inspect
         return 0
-    from capgap.eval.inspect import inspection_record, training_summary
+    from capgap.eval.inspect import inspection_record
+    from capgap.eval.monitor import inspection
 
     path = run_dir / "inspect.jsonl"
     have = {json.loads(ln)["step"] for ln in path.read_text().splitlines() if ln.strip()} if path.exists() else set()
@@ -94,7 +97,7 @@ def inspect_run(run_dir: Path, agent: Any, config: dict[str, Any], dials: dict[s
             continue
         rundir.load_checkpoint(ckpt, agent)
         t0 = time.perf_counter()
-        summary = training_summary(agent.eval(), config["env"], dials, seed=config["seed"])
+        summary = inspection(agent.eval(), config["env"], dials, config["seed"])
         rundir.append_line(path, inspection_record(summary, step, meta, time.perf_counter() - t0))
         added += 1
     return added

@@ -121,7 +121,8 @@ def test_inspection_changes_nothing_in_training(small_run: Path, tmp_path: Path)
     assert not (plain / "inspect.jsonl").exists()
     inspected = scalars(small_run)
     assert {t for t in inspected if t.startswith("inspect/")} >= {"inspect/A_ds", "inspect/probe/head"}
-    assert scalars(plain) == {t: v for t, v in inspected.items() if not t.startswith("inspect/")}
+    assert {t for t in inspected if t.startswith("monitor/")} >= {"monitor/detect", "monitor/A_oversight"}
+    assert scalars(plain) == {t: v for t, v in inspected.items() if not t.startswith(("inspect/", "monitor/"))}
 
 
 def test_finished_run_is_not_run_twice(small_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@
     capgap scaling --out DIR          the scaling study: every env, nano..large, trained to competence
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
     capgap redteam RUN_OR_SWEEP ...   search levels where a trained agent fails and the goal-seeker does not
+    capgap monitor fit|eval RUN ...   runtime monitor: alarms before the proxy, escalation to an overseer
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 """
@@ -260,6 +261,12 @@ def cmd_inspect(argv: list[str]) -> None:
     inspect_main(argv)
 
 
+def cmd_monitor(argv: list[str]) -> None:
+    from capgap.train.monitor_cli import main as monitor_main
+
+    monitor_main(argv)
+
+
 def cmd_scaling(argv: list[str]) -> None:
     from pathlib import Path
 
@@ -337,6 +344,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
     "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect, "scaling": cmd_scaling,
     "redteam": cmd_redteam,
+    "monitor": cmd_monitor,
 }
 ALIASES: dict[str, str] = {"sizes": "rungs"}
 """Old command names that still work."""

@@ -59,34 +59,48 @@ def inspectable(env_id: str) -> bool:
 
 
 class InspectionHook:
-    """Look inside the network at each evaluation (``--inspect``; envs with a goal plane, elsewhere
-    nothing): ``inspect/<key>`` scalars and one ``inspect.jsonl`` line with the run's meta and the
-    seconds it took (:func:`capgap.eval.inspect.training_summary`). It plays with its own seeded
-    sampler, so training is unchanged. NaNs (e.g. no episode ended in proxy) are left out of TensorBoard."""
+    """Look inside the network at each evaluation (``--inspect``): ``inspect/<key>`` scalars (envs
+    with a goal plane: :func:`capgap.eval.inspect.training_summary`), ``monitor/<key>`` scalars (envs
+    with a proxy: the runtime monitor, :func:`capgap.eval.monitor.training_monitor`), and one
+    ``inspect.jsonl`` line with both (the monitor's keys prefixed ``monitor/``), the run's meta and
+    the seconds it took. It plays with its own seeded samplers, so training is unchanged. NaNs (e.g.
+    no episode ended in proxy) are left out of TensorBoard."""
 
     def charts(self, config: dict[str, Any]) -> dict[str, list[Any]]:
-        if not inspectable(config["env"]):
-            return {}
-        return {"inspect: probe, forecast, A_ds (beside the untrained control)": ["Multiline", [
-            "inspect/probe/head", "inspect/probe/control_head", "inspect/forecast/best",
-            "inspect/forecast/control_best", "inspect/forecast/pi", "inspect/A_ds"]]}
+        out: dict[str, list[Any]] = {}
+        if inspectable(config["env"]):
+            out["inspect: probe, forecast, A_ds (beside the untrained control)"] = ["Multiline", [
+                "inspect/probe/head", "inspect/probe/control_head", "inspect/forecast/best",
+                "inspect/forecast/control_best", "inspect/forecast/pi", "inspect/A_ds"]]
+        if monitored(config["env"]):
+            out["monitor: detection at 5% false alarms, A with oversight"] = ["Multiline", [
+                "monitor/detect", "monitor/pi_detect", "monitor/anomaly_detect", "monitor/A_oversight",
+                "monitor/A_random", "monitor/A_agent"]]
+        return out
 
     def on_evaluation(self, agent: Any, step: int, ctx: EvalContext) -> None:
         args = ctx.args
-        if not inspectable(args.env):
+        if not (inspectable(args.env) or monitored(args.env)):
             return
-        from capgap.eval.inspect import inspection_record, training_summary
-
         t0 = time.perf_counter()
         net = agent if args.device == "cpu" else copy.deepcopy(agent).cpu()  # the inspection levels live on the CPU
-        summary = training_summary(net, args.env, ctx.dials, seed=args.seed)
+        from capgap.eval.monitor import inspection
+
+        summary = inspection(net, args.env, ctx.dials, args.seed)
         if not summary:
             return
         for k, v in summary.items():
             if v == v:  # not NaN
-                ctx.writer.add_scalar(f"inspect/{k}", v, step)
+                ctx.writer.add_scalar(k if k.startswith("monitor/") else f"inspect/{k}", v, step)
+        from capgap.eval.inspect import inspection_record
+
         rundir.append_line(ctx.run_dir / "inspect.jsonl",
                            inspection_record(summary, step, ctx.meta, time.perf_counter() - t0))
+
+
+def monitored(env_id: str) -> bool:
+    """Whether the runtime monitor applies to ``env_id``: its episodes can end in proxy (not a control env)."""
+    return not task_class(env_id).control
 
 
 def default_hooks(args: Any) -> list[Any]:
