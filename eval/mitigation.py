@@ -5,9 +5,11 @@ a training setting such as ``num_levels``) is a mitigation study; ``capgap repor
 axes by itself (:func:`axes`). Per (env, other dials and settings, rung) the final evaluations
 form a **curve** along the axis, and per curve:
 
-- every point's test C, test A, test proxy rate, train A and **goal retention**
-  ``A_test / A_train`` (per seed, then mean and 95% t-interval over seeds, as in
-  :mod:`capgap.eval.metrics`), with the **seed spread** of test A (min, max, and how many seeds
+- every point's test C, test A, test proxy rate, train A and **goal retention** ``A_test / A_train``
+  (per seed, then mean and 95% t-interval over seeds, as in :mod:`capgap.eval.metrics`). Along
+  ``p_disambiguate`` the denominator is the *original task's* train A, the mean of the p = 0 arm (a
+  run's own train A is measured on its own mixed levels and falls as p rises); for a repair, train A
+  before it. With the **seed spread** of test A (min, max, and how many seeds
   prefer the goal: test A above the test proxy rate);
 - the **threshold** x* = the smallest axis value whose mean retention is at least
   ``RETAINED`` (0.8), with a 95% CI from a bootstrap over seeds (each point's seeds resampled
@@ -48,7 +50,7 @@ RETAINED = 0.8
 """Goal retention A_test / A_train at or above which misgeneralisation counts as fixed."""
 POINT_METRICS: tuple[str, ...] = ("A_train", "C_train", "C_test", "A_test", "proxy_test", "retention")
 """The metrics of every point of a curve."""
-NAMED: dict[str, str] = {"p_disambiguate": "α*", "num_levels": "k*"}
+NAMED: dict[str, str] = {"p_disambiguate": "α*", "num_levels": "k*", "repair_levels": "k*"}
 """What the threshold along an axis is called."""
 
 
@@ -89,6 +91,8 @@ class Curve:
     points: list[Point]
     before: Point | None = None
     """Repair curves: the source networks before fine-tuning (step 0)."""
+    reference: str = "own train A"
+    """What goal retention divides test A by (:func:`_retention_against`, :func:`_retention_original`)."""
     steps: dict[float, dict[int, dict[int, dict[str, float]]]] = field(default_factory=dict)
     """x -> step -> seed -> metrics (every evaluation, for repair costs)."""
 
@@ -144,11 +148,16 @@ def curves(records: Iterable[dict[str, Any]], axis: str) -> list[Curve]:
             last = max(by_step)
             points.append(Point(x, by_step[last], last))
         curve = Curve(env, rest, rung, rung_index, params, axis, points, steps=dict(by_x))
+        evaluations = [by_seed for by_step in by_x.values() for by_seed in by_step.values()]
         if curve.repair:
             first = by_x[min(by_x)]
             if 0 in first:
                 curve.before = Point(math.nan, first[0], 0)
-                _retention_against(curve.before, [by_seed for by_step in by_x.values() for by_seed in by_step.values()])
+                _retention_against(curve.before, evaluations)
+                curve.reference = "train A before the repair"
+        elif axis == "p_disambiguate" and points[0].x == 0:
+            _retention_original(points[0], evaluations)
+            curve.reference = "train A of the p_disambiguate=0 arm"
         out.append(curve)
     return out
 
@@ -161,6 +170,16 @@ def _retention_against(before: Point, evaluations: list[dict[int, dict[str, floa
         for seed, m in by_seed.items():
             ref = before.seeds.get(seed, {}).get("A_train", math.nan)
             m["retention"] = m["A_test"] / ref if ref and not math.isnan(ref) else math.nan
+
+
+def _retention_original(original: Point, evaluations: list[dict[int, dict[str, float]]]) -> None:
+    """Along ``p_disambiguate``, goal retention is test A over the *original task's* train A: the mean
+    train A of the p = 0 arm's seeds (the same for every point). A run's own train A is measured on its
+    own mixed levels and falls as p rises, so a ratio over it would flatter the large-p arms."""
+    ref = float(np.nanmean([m["A_train"] for m in original.seeds.values()]))
+    for by_seed in evaluations:
+        for m in by_seed.values():
+            m["retention"] = m["A_test"] / ref if ref else math.nan
 
 
 def threshold(points: list[Point], metric: str = "retention", bar: float = RETAINED, n_resamples: int = 2000,
@@ -272,7 +291,8 @@ def markdown(curve_list: list[Curve], learned: dict[tuple[str, str, int], int | 
         cs = [c for c in curve_list if c.axis == axis]
         name = NAMED.get(axis, f"{axis}*")
         repair = any(c.repair for c in cs)
-        ratio = "A_test (after) / A_train (before)" if repair else "A_test / A_train"
+        refs = sorted({c.reference for c in cs})
+        ratio = "A_test (after) / A_train (before)" if repair else f"A_test / ({' or '.join(refs)})"
         lines += [f"## {name}: the smallest {axis} with goal retention {ratio} ≥ {RETAINED}", ""]
         head = ["env", "rung", "params", "seeds", f"{name} [95% CI]", "baseline train A"]
         if repair:

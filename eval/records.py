@@ -24,9 +24,10 @@ from capgap.rundir import source_name
 RUN_KEYS: tuple[str, ...] = ("run", "env", "rung", "rung_index", "params", "family", "dials", "setting", "seed")
 """What identifies a run in an episode record (``rung``: the network's ladder rung, by name;
 ``setting``: see :func:`format_setting`)."""
-SETTING_KEYS: tuple[str, ...] = ("num_levels", "init_from")
+SETTING_KEYS: tuple[str, ...] = ("num_levels", "repair_levels", "sampler", "init_from")
 """The training settings that make a run a different *arm* of a study than a plain run of the
-same env, dials and rung: a fixed set of training levels, and fine-tuning from another run."""
+same env, dials and rung: a fixed set of training levels, a repair mix, a level sampler other than
+``dr``, and fine-tuning from another run."""
 OUTCOME_KEYS: tuple[str, ...] = ("outcome", "goal_score", "capability_score", "return", "length")
 """What every env reports at the end of an episode (``outcome`` as its name, not its code)."""
 EPISODE_KEYS: tuple[str, ...] = (*RUN_KEYS, "step", "split", "episode", "level", *OUTCOME_KEYS)
@@ -54,6 +55,10 @@ def format_setting(config: dict[str, Any]) -> str:
     parts = {}
     if config.get("num_levels"):
         parts["num_levels"] = int(config["num_levels"])
+    if config.get("repair_levels"):
+        parts["repair_levels"] = int(config["repair_levels"])
+    if config.get("sampler", "dr") != "dr":
+        parts["sampler"] = config["sampler"]
     if config.get("init_from"):
         parts["init_from"] = re.sub(r"__s\d+$", "", source_name(config["init_from"]))
     return format_dials(parts)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capgap.eval.mitigation import Point, axes, threshold
+from capgap.eval.mitigation import Point, axes, curves, threshold
 from capgap.train.cli import main
 
 TRAIN = ["--total-steps", "8192", "--eval-every", "4096", "--eval-episodes", "16", "--num-envs", "64",
@@ -40,6 +40,28 @@ def test_threshold_ci_widens_with_disagreeing_seeds() -> None:
     at 0.01), and the bootstrap CI reaches down to where the lucky seed alone would put it."""
     t = threshold(curve([0.1, 0.1, 0.1], [1.0, 0.2, 0.1], [0.9, 0.9, 0.9]))
     assert t == (0.1, 0.01, 0.1)
+
+
+def records(p: float, seed: int, a_train: float, a_test: float, n: int = 20) -> list[dict]:
+    """Episode records of one run along p_disambiguate with the given train and test A."""
+    run = {"env": "E", "dials": f"p_disambiguate={p}", "setting": "", "rung": "nano", "rung_index": 0, "params": 1,
+           "step": 100, "seed": seed}
+    return [{**run, "split": split, "goal_score": float(i < a * n), "capability_score": 1.0, "outcome": "goal"}
+            for split, a in (("train", a_train), ("test", a_test)) for i in range(n)]
+
+
+def test_alpha_retention_divides_by_the_original_tasks_train_a() -> None:
+    """A run's own train A falls as p rises (its levels are mixed): retention over it would call p = 0.5
+    fixed (0.5 / 0.6 > 0.8); over the original task's train A (the p = 0 arm, 1.0) it is 0.5, not fixed."""
+    recs = [r for seed in (0, 1) for p, a_train, a_test in ((0, 1.0, 0.2), (0.5, 0.6, 0.5))
+            for r in records(p, seed, a_train, a_test)]
+    (c,) = curves(recs, "p_disambiguate")
+    assert c.reference == "train A of the p_disambiguate=0 arm"
+    assert [p.ci("retention")[0] for p in c.points] == pytest.approx([0.2, 0.5])
+    assert threshold(c.points)[0] == math.inf
+    (c,) = curves([r for r in recs if r["dials"] != "p_disambiguate=0"] + records(0.1, 0, 0.6, 0.5)
+                  + records(0.1, 1, 0.6, 0.5), "p_disambiguate")  # no p = 0 arm: its own train A, and it says so
+    assert c.reference == "own train A" and c.points[-1].ci("retention")[0] == pytest.approx(0.5 / 0.6)
 
 
 def test_axes_are_the_numeric_settings_that_vary() -> None:
@@ -92,6 +114,26 @@ def test_a_repairs_retention_is_against_train_a_before_it(repair: Path) -> None:
     for p in curve.points:
         for seed, m in p.seeds.items():
             assert m["retention"] == pytest.approx(m["A_test"] / curve.before.seeds[seed]["A_train"])
+
+
+@pytest.mark.heavy
+def test_the_mixed_repair_recipe_keeps_the_task_in_view(source: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default repair: k disambiguating levels mixed into the original distribution. Its runs are an
+    arm of their own (named, and set apart in the records), and the report reads k* along repair_levels."""
+    from capgap.eval.evaluator import episode_files
+    from capgap.eval.metrics import load_episodes
+
+    out = source.parent / "mixed"
+    assert main(["sweep", "--out", str(out), "--rungs", "nano", "--seeds", "0..1", "--no-progress", "--workers", "2",
+                 "--init-from", str(source), "--init-where", "p_disambiguate=0", "--grid", "repair_levels=1,4",
+                 *TRAIN, "--dials", *DIALS, "p_disambiguate=0"]) == 0
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs[0] == ("CheeseCorner-v0__nano__max_steps=30__p_disambiguate=0__size=7__repair=1__from="
+                       "CheeseCorner-v0__nano__max_steps=30__p_disambiguate=0__size=7__s0__s0")
+    (curve,) = curves(load_episodes(episode_files(out)), "repair_levels")
+    assert curve.repair and curve.before is not None and "repair_levels" not in curve.rest
+    assert main(["report", str(out)]) == 0
+    assert "## k*: the smallest repair_levels with goal retention" in (out / "report" / "mitigation.md").read_text()
 
 
 @pytest.mark.heavy

@@ -181,7 +181,8 @@ def cmd_sweep(argv: list[str]) -> None:
     p.add_argument("--rungs", default="0..3", help="ladder rungs: 0..3, 0,2,5 or names")
     p.add_argument("--seeds", default="0..2", help="seeds: 0..4 or 0,1,7")
     p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
-                   help="sweep an env dial, or num_levels, over values (repeatable: the grid is their product); "
+                   help="sweep an env dial, or num_levels, repair_levels or sampler, over values (repeatable: "
+                        "the grid is their product); "
                         "--dials NAME=VALUE sets a dial for every trial")
     p.add_argument("--init-where", nargs="+", default=[], metavar="NAME=VALUE",
                    help="with --init-from SWEEP_DIR (a repair sweep): the dials of the runs to start from")

@@ -3,14 +3,21 @@
     capgap sweep --env capgap/CheeseCorner-v0 --rungs 0..5 --seeds 0..4 \\
         --grid p_disambiguate=0,0.02,0.1 --out sweeps/corner --total-steps 2_000_000
 
-The grid (``--grid NAME=V1,V2``, repeatable) runs over env dials and over ``num_levels``, the
-number of fixed training levels. A **repair sweep** fine-tunes the finished runs of another
-sweep: ``--init-from SWEEP_DIR`` starts each trial from the run there of the same env, rung,
-family and seed (``--init-where p_disambiguate=0`` picks among several)::
+The grid (``--grid NAME=V1,V2``, repeatable) runs over env dials and over the training settings
+``TRAIN_AXES``: ``num_levels`` (a fixed set of training levels), ``repair_levels`` (the repair mix) and
+``sampler`` (``dr``, ``plr``, ``plr-oracle``: a ``dr`` arm ignores the PLR settings the others share),
+e.g. ``--grid p_disambiguate=0,0.001,0.01,0.1 --grid sampler=dr,plr-oracle``. A **repair sweep**
+fine-tunes the finished runs of another sweep: ``--init-from SWEEP_DIR`` starts each trial from the
+run there of the same env, rung, family and seed (``--init-where p_disambiguate=0`` picks among
+several). The repair recipe of k*(N) mixes k disambiguating levels into the original distribution
+(half the episodes each, so the task stays in view)::
 
     capgap sweep --env capgap/CheeseCorner-v0 --rungs 0..3 --seeds 0..2 --out sweeps/repair \\
         --init-from sweeps/corner --init-where p_disambiguate=0 \\
-        --grid num_levels=1,10,100,1000 --dials p_disambiguate=1 --total-steps 250_000
+        --grid repair_levels=1,10,100,1000 --total-steps 250_000
+
+The older recipe, fine-tuning on the k disambiguating levels alone (``--grid num_levels=1,10,100,1000
+--dials p_disambiguate=1``), is kept as an arm: it unlearns the original task by construction.
 
 Flags the sweep does not know pass through to every trial's ``capgap train`` (``--total-steps``,
 ``--dials size=9``, ``--lr``, ``--until-learned``...). Trials land in ``<out>/runs/<run name>``, named so
@@ -54,6 +61,7 @@ from capgap.envs import CapgapError, DialError, parse_dials, task_class
 from capgap.rundir import RunError
 from capgap.train import seeds
 from capgap.train.ppo import Args, check_args, config_of, train_seeds, with_budget
+from capgap.train.samplers import PLR_SETTINGS, SAMPLERS
 
 
 @dataclass
@@ -85,6 +93,8 @@ class Sweep:
             swept = {**{d.partition("=")[0]: d for d in self.base.dials},
                      **{name: f"{name}={v}" for name, v in point.items()}}
             dials = tuple(swept[k] for k in sorted(swept))
+            if settings.get("sampler") == "dr":  # the baseline arm: PLR's settings are the others'
+                settings |= {k: getattr(Args, k) for k in PLR_SETTINGS}
             trial = with_budget(dataclasses.replace(self.base, env=env, rung=rung_, seed=seed, dials=dials,
                                                     out=str(self.out / "runs"), progress=False, name="", **settings))
             if self.repairs():
@@ -106,12 +116,16 @@ class Sweep:
         return {"envs": self.envs, "rungs": self.rungs, "seeds": self.seeds, "grid": self.grid, "train": base, **extra}
 
 
-TRAIN_AXES: tuple[str, ...] = ("num_levels",)
+TRAIN_AXES: tuple[str, ...] = ("num_levels", "repair_levels", "sampler")
 """Training settings a grid may sweep besides env dials (each trial's run name and its records'
 ``setting`` tell the arms apart; see ``capgap.eval.records.SETTING_KEYS``)."""
 
 
-def _setting(name: str, value: str) -> int:
+def _setting(name: str, value: str) -> int | str:
+    if name == "sampler":
+        if value not in SAMPLERS:
+            raise CapgapError(f"--grid sampler={value}: unknown level sampler; expected one of {', '.join(SAMPLERS)}")
+        return value
     try:
         n = int(value)
     except ValueError:
