@@ -341,6 +341,17 @@ def cmd_redteam(argv: list[str]) -> None:
     print(f"redteam: {time.time() - start:.0f} s; files: {a.out or a.path[0].rstrip('/') + '/redteam'}")
 
 
+def dispatch(name: str, subcommands: dict[str, Callable[[list[str]], None]], doc: str, argv: list[str]) -> None:
+    """Run ``capgap <name> <subcommand> ...``: its help (``doc``) without one, one line for an unknown one."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(doc)
+        return
+    command = subcommands.get(argv[0])
+    if command is None:
+        raise UsageError(f"unknown {name} subcommand {argv[0]!r}; subcommands: {', '.join(subcommands)}")
+    command(argv[1:])
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
     "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect, "scaling": cmd_scaling,

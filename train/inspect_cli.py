@@ -392,10 +392,6 @@ SUBCOMMANDS = {"layers": cmd_layers, "record": cmd_record, "decision": cmd_decis
 
 def main(argv: list[str]) -> None:
     """Dispatch ``capgap inspect <subcommand> ...``."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    command = SUBCOMMANDS.get(argv[0])
-    if command is None:
-        raise UsageError(f"unknown inspect subcommand {argv[0]!r}; subcommands: {', '.join(SUBCOMMANDS)}")
-    command(argv[1:])
+    from capgap.train.cli import dispatch
+
+    dispatch("inspect", SUBCOMMANDS, __doc__ or "", argv)

@@ -198,10 +198,6 @@ SUBCOMMANDS = {"fit": cmd_fit, "eval": cmd_eval}
 
 def main(argv: list[str]) -> None:
     """Dispatch ``capgap monitor <subcommand> ...``."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    command = SUBCOMMANDS.get(argv[0])
-    if command is None:
-        raise UsageError(f"unknown monitor subcommand {argv[0]!r}; subcommands: {', '.join(SUBCOMMANDS)}")
-    command(argv[1:])
+    from capgap.train.cli import dispatch
+
+    dispatch("monitor", SUBCOMMANDS, __doc__ or "", argv)

@@ -146,11 +146,12 @@ class Args:
     progress: bool = True
     """Show a progress bar."""
     inspect: bool = False
-    """At each evaluation, also look inside the network (envs with a goal plane: CheeseCorner, CheeseDish,
-    KeysChests; elsewhere nothing): goal-probe accuracy per layer, the "ends in proxy" forecast's AUROC,
-    A_ds, as ``inspect/*`` scalars and ``inspect.jsonl`` lines (capgap.train.hooks.InspectionHook).
-    Training is unchanged, but it adds 5-6% to a run's wall time at the default eval_every, hence
-    opt-in. ``capgap eval DIR --inspect`` computes the same numbers afterwards."""
+    """At each evaluation, also look inside the network: on envs with a goal plane (CheeseCorner,
+    CheeseDish, KeysChests) goal-probe accuracy per layer, the "ends in proxy" forecast's AUROC and A_ds
+    (``inspect/*``); on every env with a proxy, the runtime monitor's detection and warning time
+    (``monitor/*``); as scalars and ``inspect.jsonl`` lines (capgap.train.hooks.InspectionHook). Training
+    is unchanged, but it adds about 8-10% to a run's wall time at the default eval_every (inspection 5-6%,
+    the monitor 2-4%), hence opt-in. ``capgap eval DIR --inspect`` computes the same numbers afterwards."""
 
 
 
