@@ -281,7 +281,11 @@ SLOPE_METRICS: tuple[tuple[str, str, float], ...] = (
     ("mon/act/gain", "A with oversight − A random hand-over", 0.05),
     ("mon/act/detect", "detection @5% FA (act)", 0.05),
     ("mon/act/excess", "detection @5% FA, act − chance", 0.05),
+    ("mon/chance/detect", "detection @5% FA (chance)", 0.05),
+    ("mon/pi/detect", "detection @5% FA (pi: behaviour)", 0.05),
+    ("mon/obs/detect", "detection @5% FA (obs: the screen)", 0.05),
     ("mon/act/auroc", "AUROC (act)", 0.05),
+    ("mon/act/train_help", "training episodes handed over at the help budget (act)", 0.05),
     ("mon/act/warning", "warning time (act, actions)", 0.0),
     (FIRST["train", "random"], "queries to first failure, train split, random", 0.0),
     (FIRST["train", "guided"], "queries to first failure, train split, guided", 0.0),
@@ -373,8 +377,11 @@ def slopes(records: list[dict[str, Any]],
             vals = [[float(r["figures"].get(key, math.nan)) for r in rs] for rs in rungs]
             slope, lo, hi = slope_ci(x, vals)
             word = verdict(slope, lo, hi, band)
+            sign = "CI > 0" if lo > 0 else "CI < 0" if hi < 0 else "CI includes 0"
             if band == 0:
                 word = {"grows": "rises (CI > 0)", "shrinks": "falls (CI < 0)"}.get(word, "CI includes 0")
+            elif sign != "CI includes 0" and word in ("flat", "inconclusive"):
+                word += f", but {sign}"  # a small rate can halve within the band: say which way it went
             if math.isnan(slope):
                 word = "no slope (fewer than 2 learned rungs)"
             elif math.isnan(lo):
@@ -451,8 +458,8 @@ def markdown(records: list[dict[str, Any]]) -> list[str]:
             t = trend[key]
             lines += ["", f"**Against size** (learned seeds of the {t[0]['rungs']} rungs where any learned): slope "
                       "per tenfold parameters [95% CI] (least squares of the rung means on log10(params), Welch "
-                      "t-interval over seeds; rates: flat when the CI lies within ±0.05; counts: the sign of the "
-                      "CI):", ""]
+                      "t-interval over seeds; rates: flat when the CI lies within ±0.05, and the CI's sign where it "
+                      "excludes 0; counts: the sign of the CI):", ""]
             lines += table(["figure", "seeds per rung", "slope per 10x params [95% CI]", "reading"],
                            [[x["label"], x["seeds"], ci(x["slope"], x["lo"], x["hi"], 3), x["verdict"]] for x in t])
         lines.append("")
@@ -553,9 +560,9 @@ def study(paths: Iterable[Path | str], out: Path | str, settings: Settings | Non
     t0 = time.time()
     runs = study_runs(paths, envs, log)
     records = measure_all(runs, out, settings, measure, log)
-    wall = time.time() - t0
     measured = sum(sum(r.get("wall_s", {}).values()) for r in records)
-    text = write(records, out, {"settings": asdict(settings), "wall_s": wall, "measure_wall_s": measured})
+    text = write(records, out, {"settings": asdict(settings), "measure_wall_s": measured})
+    wall = time.time() - t0
     log(f"oversight: {len(runs)} runs in {wall:.0f} s now ({measured:.0f} s of measurement in all, cached runs "
         f"included); files: {out}")
     return records, text
