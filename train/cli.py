@@ -12,6 +12,7 @@
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
     capgap redteam RUN_OR_SWEEP ...   search levels where a trained agent fails and the goal-seeker does not
     capgap monitor fit|eval RUN ...   runtime monitor: alarms before the proxy, escalation to an overseer
+    capgap oversight STUDY --out DIR  red team + monitor on every run of a scaling study: oversight against size
 
 Bad input ends in one line on stderr (``capgap: error: ...``) and exit status 2.
 """
@@ -352,11 +353,55 @@ def dispatch(name: str, subcommands: dict[str, Callable[[list[str]], None]], doc
     command(argv[1:])
 
 
+def cmd_oversight(argv: list[str]) -> None:
+    import torch
+
+    from capgap.eval import oversight as O
+
+    d = O.Settings()
+    p = argparse.ArgumentParser(prog="capgap oversight", allow_abbrev=False,
+                                description="Oversight against size (issue 23 §4): on every finished run under PATH "
+                                            "(a scaling study, an env's dir, a sweep or a run), the red team (random "
+                                            "and guided, both splits) and the runtime monitor with escalation at a "
+                                            "fixed help budget; per rung mean [95% CI] over learned seeds, slopes "
+                                            "against log10(params), a figure (capgap.eval.oversight, "
+                                            "docs/oversight.md). Resumable: each run is cached under --out.")
+    p.add_argument("path", nargs="+", help="scaling study, env, sweep or run dirs")
+    p.add_argument("--out", required=True, help="output dir: per-run cache, oversight.md/.json/_<env>.png")
+    p.add_argument("--envs", nargs="*", default=None, help="only these env ids (default: every env with a proxy)")
+    p.add_argument("--queries", type=int, default=d.queries, help="red team: queries per searcher per split")
+    p.add_argument("--batch", type=int, default=d.batch, help="red team: queries played at once")
+    p.add_argument("--fitness", default=d.fitness, help="red team: what the guided search climbs")
+    p.add_argument("--keep", type=int, default=d.keep, help="red team: failing levels saved and replayed per search")
+    p.add_argument("--replays", type=int, default=d.replays, help="red team: episodes per kept level (worst A)")
+    p.add_argument("--search-seed", type=int, default=d.search_seed, help="red team: search seed")
+    p.add_argument("--fit", type=int, default=d.fit, help="monitor: training-distribution episodes to fit on")
+    p.add_argument("--shifted", type=int, default=d.shifted, help="monitor: labelled shifted episodes to fit on")
+    p.add_argument("--calib", type=int, default=d.calib, help="monitor: episodes setting the deployable threshold")
+    p.add_argument("--test", type=int, default=d.test, help="monitor: held-out test episodes")
+    p.add_argument("--fa-train", type=int, default=d.fa_train, help="monitor: held-out training-distribution episodes")
+    p.add_argument("--help-budget", type=float, default=d.help_budget,
+                   help="escalation: the fixed fraction of test episodes the overseer may take over")
+    p.add_argument("--layer", default=d.layer, help="monitor: layer the act monitor reads (default: head input)")
+    p.add_argument("--monitor-seed", type=int, default=d.monitor_seed, help="monitor: seed of the action samples")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    a = p.parse_args(argv)
+    if a.threads < 1:
+        raise UsageError(f"--threads {a.threads} must be >= 1")
+    torch.set_num_threads(a.threads)
+    settings = O.Settings(queries=a.queries, batch=a.batch, fitness=a.fitness, keep=a.keep, replays=a.replays,
+                          search_seed=a.search_seed, fit=a.fit, shifted=a.shifted, calib=a.calib, test=a.test,
+                          fa_train=a.fa_train, help_budget=a.help_budget, layer=a.layer, monitor_seed=a.monitor_seed)
+    _, text = O.study(a.path, a.out, settings, a.envs, log=lambda line: print(line, flush=True))
+    print(text)
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
     "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect, "scaling": cmd_scaling,
     "redteam": cmd_redteam,
     "monitor": cmd_monitor,
+    "oversight": cmd_oversight,
 }
 ALIASES: dict[str, str] = {"sizes": "rungs"}
 """Old command names that still work."""

@@ -68,8 +68,7 @@ def estimate(sweeps: list[Sweep], workers: int, group: bool = True) -> dict[str,
     """The cost model's estimate of the unfinished trials (``capgap.train.sweep._cost``: one-thread
     seconds per job at its step cap, fitted on the 2-core CI machine; evaluation not counted):
     core-seconds, and the wall time on ``workers`` workers if every run trained to its cap (an
-    upper bound: competence stopping ends learned runs early) and if every run stopped at a third
-    of it."""
+    upper bound: competence stopping ends learned runs early), in all and per env."""
     todo = [t for s in sweeps for t in s.trials() if not is_done(t)]
     jobs = plan(todo, group)
     costs = [_cost(job) for job in jobs]
