@@ -4,7 +4,8 @@ TensorBoard tags (x-axis = env steps): ``charts/*`` (training episodes, SPS, LR)
 ``eval/{train,test}/{C,A,proxy,neither,return,length}`` (names: :mod:`capgap.eval.records`),
 images ``eval/*/visits`` and ``eval/test/trajectory``; a custom-scalars chart "C vs A" and an
 HParams entry in the run dir. Hooks (:mod:`capgap.train.hooks`) add their own tags and charts,
-e.g. ``inspect/*`` with ``--inspect``.
+e.g. ``inspect/*`` with ``--inspect``; a level sampler other than ``dr`` logs ``levels/*``
+(:mod:`capgap.train.samplers`) and gets a chart of its own.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def log_run_header(writer: SummaryWriter, config: dict[str, Any], params: int,
         "test split, calibrated: 0 = uniform random, 1 = oracle": ["Multiline", [
             tag("C_hat", "test"), tag("A_hat", "test"), tag("proxy_hat", "test")]],
         **(charts or {}),
+        **({"levels: what the curriculum replays (the share of levels that pull goal and proxy apart)": [
+            "Multiline", ["levels/buffer_apart", "levels/replayed_apart", "levels/replay_rate"]]}
+           if config.get("sampler", "dr") != "dr" else {}),
     }})
     hp = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.items()}
     hp["parameters"] = params
