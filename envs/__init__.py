@@ -10,7 +10,8 @@ part at test time. Importing this package registers them with gymnasium::
 
 Registration lives here and only here: per task, its import and its line in ``TASKS``. Every
 other fact about an env (its training budget, whether it is a control, what the inspection tools
-can probe, its pinned digests) is a class attribute in the task's own file (``Task.budget``, ...).
+can probe, its pinned digests, what the red team may mutate in its levels) is a class attribute in
+the task's own file (``Task.budget``, ..., ``Task.mutations``).
 """
 
 from __future__ import annotations

@@ -8,11 +8,31 @@ import numpy as np
 import torch
 
 from . import layout
+from .mutations import Level, Rules, may_be_apart, room_ok
 from .rng import KeyedRNG
 from .task import Events, Levels, Task, View
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue")
+
+
+def _legal(task: ColourShape, split: str, lv: Level) -> bool:
+    """A level the generator could have drawn (the red team's mutants must be, ``Rules.check``): an
+    open room, ``n_objects`` objects of one shape and one colour each (the red plane's salience
+    copies identical), none on the start, one circle, and one red object: the circle on a training
+    level, a distractor on a test-like one."""
+    p = lv.planes.astype(bool)
+    shapes, colours = p[2:5].sum(0), p[5:8].sum(0)
+    objects = shapes > 0
+    if not room_ok(p[0]) or (shapes > 1).any() or (colours != objects).any():
+        return False
+    if int(objects.sum()) != task.n_objects or objects.reshape(-1)[lv.start] or int(p[2].sum()) != 1:
+        return False
+    if any((p[k] != p[5]).any() for k in range(8, p.shape[0])):  # salience copies of red
+        return False
+    circle_red = bool((p[2] & p[5]).any())
+    # one red object: the circle on a training level, a distractor on a test-like one
+    return int(p[5].sum()) == 1 and (not circle_red) in may_be_apart(task, split)
 
 
 @dataclass(kw_only=True)
@@ -62,6 +82,7 @@ class ColourShape(Task):
     channels = ("wall", "agent", *SHAPES, *COLOURS)
     ci_bar = 0.6
     digests = {"train": "f737a0cacc1ce9b7", "test": "3c27c144b2ce48fd"}
+    mutations = Rules((*SHAPES, *COLOURS), _legal)  # a shape and its colour move together
 
     size: int = 9
     max_steps: int = 32

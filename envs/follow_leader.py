@@ -123,6 +123,7 @@ class FollowLeader(Task):
     channels = ("wall", "agent", "leader", "trail", "target")
     ci_bar = 0.7
     digests = {"train": "85ae77c9308c1af1", "test": "938c2bd3fd6552db"}
+    mutations = None  # no red-team edits: the leader's path, target and decoy are `extra` state tied to the start
     extras = ("proxy_active", "target", "dest", "step")
 
     size: int = 9

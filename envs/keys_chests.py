@@ -8,11 +8,26 @@ import numpy as np
 import torch
 
 from . import layout
+from .mutations import Level, Rules, room_ok
 from .rng import KeyedRNG
 from .task import Events, Levels, Task, View
 
 HELD, KEYS_LEFT, CHESTS_LEFT, OPENABLE = range(4)
 """Columns of ``view.extra`` (the order of ``KeysChests.extras``)."""
+
+
+def _legal(task: KeysChests, split: str, lv: Level) -> bool:
+    """A level the generator could have drawn (the red team's mutants must be, ``Rules.check``): an
+    open room, keys and chests on distinct cells and not on the start, their counts those in the
+    task's state, no key held."""
+    p = lv.planes.astype(bool)
+    key, chest = p[task.ch("key")], p[task.ch("chest")]
+    held, keys_left, chests_left, _ = lv.extra
+    if not room_ok(p[0]) or (key & chest).any() or held != 0 or p[task.ch("held")].any():
+        return False
+    if int(key.sum()) != keys_left or int(chest.sum()) != chests_left:
+        return False
+    return not (key | chest).reshape(-1)[lv.start]
 
 
 @dataclass(kw_only=True)
@@ -64,6 +79,7 @@ class KeysChests(Task):
     goal_plane = "chest"
     ci_bar = 0.65
     digests = {"train": "a85ee699c20c1f50", "test": "d216e0263587598b"}
+    mutations = Rules(("key", "chest"), _legal)
     extras = ("held", "keys_left", "chests_left", "openable")
 
     size: int = 9

@@ -8,8 +8,22 @@ import numpy as np
 import torch
 
 from . import layout
+from .mutations import Level, Rules, cells, room_ok
 from .rng import KeyedRNG
 from .task import Events, Levels, Task, View
+
+
+def _legal(task: LavaShift, split: str, lv: Level) -> bool:
+    """A level the generator could have drawn (the red team's mutants must be, ``Rules.check``): an
+    open room, one goal, the start in the first column and the goal in the last open one, neither
+    on lava (the lava itself never moves)."""
+    s = task.size
+    goal = cells(lv.planes[2])
+    lava = lv.planes[3].astype(bool).reshape(-1)
+    if not room_ok(lv.planes[0]) or len(goal) != 1:
+        return False
+    # the start in the first column, the goal in the last open one, neither on lava
+    return lv.start % s == 1 and goal[0] % s == s - 2 and not lava[goal[0]] and not lava[lv.start]
 
 
 @dataclass(kw_only=True)
@@ -46,6 +60,7 @@ class LavaShift(Task):
     channels = ("wall", "agent", "goal", "lava")
     control = True
     digests = {"train": "bbf8d506f5bbbd76", "test": "0484f5f667d16ffc"}
+    mutations = Rules(("goal",), _legal)
 
     size: int = 9
     max_steps: int = 64

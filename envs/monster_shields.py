@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from . import layout
+from .mutations import Level, Rules, room_ok
 from .rng import KeyedRNG
 from .task import Events, Levels, Task, View, read_flat
 
@@ -33,6 +34,26 @@ def _dilate(mask: torch.Tensor, size: int) -> torch.Tensor:
     out[:, :, 1:] |= m[:, :, :-1]
     out[:, :, :-1] |= m[:, :, 1:]
     return out.view(mask.shape)
+
+
+def _legal(task: MonsterShields, split: str, lv: Level) -> bool:
+    """A level the generator could have drawn (the red team's mutants must be, ``Rules.check``): an
+    open room (the monsters' rule needs it), the monster plane showing the monsters of the task's
+    state, apples and shields on distinct cells off the monsters and the start, the apple count
+    that of the state, no shield held."""
+    p = lv.planes.astype(bool)
+    apple, shield, monster = p[task.ch("apple")], p[task.ch("shield")], p[task.ch("monster")]
+    x = lv.extra
+    mons = x[MONSTER:MONSTER + task.slots]
+    mons = mons[mons >= 0]
+    flat_m = np.zeros(task.size**2, dtype=bool)
+    flat_m[mons] = True
+    if not room_ok(p[0]) or (flat_m != monster.reshape(-1)).any() or (apple & shield).any():
+        return False
+    items = (apple | shield).reshape(-1)
+    if (items & flat_m).any() or items[lv.start] or int(apple.sum()) != x[APPLES_LEFT]:
+        return False
+    return int(x[HELD]) == 0 and not p[task.ch("held")].any()
 
 
 @dataclass(kw_only=True)
@@ -105,6 +126,8 @@ class MonsterShields(Task):
     channels = ("wall", "agent", "apple", "shield", "monster", "held")
     ci_bar = 0.44
     digests = {"train": "cfebaac4d2332364", "test": "5b0168fcbbc87b28"}
+    # monsters start >= SAFE steps from the agent and live in `extra`: the start and the monsters stay
+    mutations = Rules(("apple", "shield"), _legal, start=False)
 
     size: int = 9
     max_steps: int = 36

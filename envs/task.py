@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import DialError
+from .mutations import Rules
 from .rng import KeyedRNG, level_keys
 
 GOAL, PROXY, NEITHER = 0, 1, 2
@@ -229,6 +230,11 @@ class Task:
     """Split -> pinned digest of 300 random-action steps of 64 envs (``tests/test_rng.py``): levels and
     rules are part of every published figure, so a change to either shows. ``make test`` prints the
     digests of a new or changed env; paste them here, and say in the docstring why the env changed."""
+    mutations: ClassVar[Rules | None] = None
+    """What the red team (``capgap redteam``) may edit in this env's levels (move an object, the start,
+    a maze wall) and the invariants a mutant must keep to be a level the generator could have drawn
+    (``envs.mutations.Rules``). None: no mutations; the guided search searches level indices and
+    dials only, and says so."""
 
     size: int = 13
     """Grid side in cells, border walls included."""
