@@ -52,7 +52,7 @@ SCORES: tuple[str, ...] = ("pvl", "maxmc")
 PLR_SETTINGS: tuple[str, ...] = ("plr_score", "replay_prob", "buffer_size", "staleness", "temperature", "robust")
 """The ``Args`` fields that only PLR reads."""
 MIN_FILL = 0.5
-"""PLR replays only once its buffer holds this fraction of ``buffer_size`` levels (as jaxued's default)."""
+"""PLR replays only once its buffer holds this fraction of ``buffer_size`` levels (as jaxued's maze example)."""
 
 
 class Sampler:
