@@ -380,7 +380,7 @@ def slopes(records: list[dict[str, Any]],
             sign = "CI > 0" if lo > 0 else "CI < 0" if hi < 0 else "CI includes 0"
             if band == 0:
                 word = {"grows": "rises (CI > 0)", "shrinks": "falls (CI < 0)"}.get(word, "CI includes 0")
-            elif sign != "CI includes 0" and word in ("flat", "inconclusive"):
+            elif sign != "CI includes 0" and word == "flat":
                 word += f", but {sign}"  # a small rate can halve within the band: say which way it went
             if math.isnan(slope):
                 word = "no slope (fewer than 2 learned rungs)"

@@ -104,6 +104,7 @@ FLAT_BAND = 0.05
 """Default half-width of "flat" for :func:`verdict`: a slope within ±0.05 per tenfold parameters
 (about ±0.15 over the ladder nano..large, three decades) counts as no trend."""
 VERDICTS = ("grows", "flat", "shrinks", "inconclusive")
+"""The four verdicts; an inconclusive one whose interval excludes 0 says which side (``"inconclusive, CI > 0"``)."""
 
 
 def _finite(values: Iterable[float]) -> np.ndarray:
@@ -250,7 +251,9 @@ def verdict(slope: float, lo: float, hi: float, flat_band: float = FLAT_BAND) ->
     - ``"grows"``: the whole interval lies above +flat_band (lo > flat_band);
     - ``"shrinks"``: the whole interval lies below -flat_band (hi < -flat_band);
     - ``"flat"``: the whole interval lies inside the band (-flat_band ≤ lo and hi ≤ flat_band);
-    - ``"inconclusive"``: anything else (the interval straddles a band edge), or no interval (NaN).
+    - ``"inconclusive"``: anything else (the interval straddles a band edge), or no interval (NaN);
+      ``"inconclusive, CI > 0"`` (``< 0``) where the interval still excludes 0: a trend whose sign is
+      known but whose size may be under the band.
 
     The confidence of a verdict is that of the interval: at 95%, "grows" is wrong at most 2.5% of
     the time when the true slope is at most +flat_band (one-sided), and likewise for the others.
@@ -263,7 +266,7 @@ def verdict(slope: float, lo: float, hi: float, flat_band: float = FLAT_BAND) ->
         return "shrinks"
     if -flat_band <= lo and hi <= flat_band:
         return "flat"
-    return "inconclusive"
+    return "inconclusive, CI > 0" if lo > 0 else "inconclusive, CI < 0" if hi < 0 else "inconclusive"
 
 
 def scaling_rows(per_env: Mapping[str, tuple[Sequence[float], Sequence[Iterable[float]]]],
@@ -290,4 +293,4 @@ def verdict_table(rows: Sequence[Mapping[str, object]], metric: str = "gap_test"
                       for r in rows])
     return [*lines, "", f"Least-squares slope of the rung means against log10(parameters), Welch t-interval over "
             f"seeds (capgap.eval.stats.slope_ci). grows: CI above +{flat_band}; shrinks: CI below -{flat_band}; "
-            f"flat: CI within ±{flat_band}; else inconclusive."]
+            f"flat: CI within ±{flat_band}; else inconclusive (saying so where the CI still excludes 0)."]

@@ -172,8 +172,9 @@ def test_slope_ci_by_hand_and_edges() -> None:
     (-0.2, -0.06, "shrinks"),    # entirely below -band
     (-0.04, 0.04, "flat"),       # entirely inside the band
     (-0.05, 0.05, "flat"),       # band edges included in flat
-    (0.05, 0.2, "inconclusive"), # touches +band: not clearly above it
-    (0.01, 0.2, "inconclusive"), # above 0 but straddles +band: a trend smaller than the band is possible
+    (0.05, 0.2, "inconclusive, CI > 0"),  # touches +band: not clearly above it
+    (0.01, 0.2, "inconclusive, CI > 0"),  # above 0 but straddles +band: a trend smaller than the band is possible
+    (-0.2, -0.01, "inconclusive, CI < 0"),
     (-0.2, 0.2, "inconclusive"),
     (math.nan, math.nan, "inconclusive"),  # no interval (one seed per rung)
 ])
