@@ -138,11 +138,6 @@ class Replay(Sampler):
         self.clock = own.pop("clock").numpy().copy()
         self.load_own(own)
 
-    def __getattr__(self, name: str) -> Any:  # the rest of the source's attributes (seeds, episode, ...)
-        if name == "source":
-            raise AttributeError(name)
-        return getattr(self.source, name)
-
     # ----- what a replay set implements --------------------------------------------------------------
     def ready(self, seed_of: np.ndarray) -> np.ndarray:
         """(K,) bool: whether each seed's replay set can be drawn from."""
