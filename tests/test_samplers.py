@@ -165,3 +165,21 @@ def test_bad_sampler_settings_are_one_line(flags: list[str], message: str, tmp_p
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.heavy
+def test_a_sampler_grid_is_one_alpha_curve_per_sampler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--grid sampler=dr,plr`` beside a p_disambiguate grid: the report reads α* once per sampler."""
+    out = tmp_path / "ued"
+    assert main(["sweep", "--out", str(out), "--rungs", "nano", "--seeds", "0", "--no-progress", "--workers", "2",
+                 "--grid", "p_disambiguate=0,0.5", "--grid", "sampler=dr,plr", "--buffer-size", "48",
+                 "--total-steps", "4096", "--eval-every", "4096", "--eval-episodes", "16", "--num-envs", "64",
+                 "--num-steps", "16", "--num-minibatches", "4", "--threads", "1", "--dials", *configs.MAZE]) == 0
+    names = sorted(p.name for p in (out / "runs").iterdir())
+    assert sum("sampler=plr" in n for n in names) == 2 and len(names) == 4
+    dr = json.loads((out / "runs" / names[0] / "config.json").read_text())
+    assert dr["sampler"] == "dr" and dr["buffer_size"] == Args.buffer_size  # the dr arm ignores PLR settings
+    assert main(["report", str(out)]) == 0
+    md = (out / "report" / "mitigation.md").read_text()
+    assert "### CheeseCorner-v0 · nano" in md and "sampler=plr" in md
+    assert md.count("| CheeseCorner-v0") == 2  # two curves in the α* table: one per sampler
