@@ -83,7 +83,7 @@ def test_rerunning_the_study_trains_nothing(study: Path, capsys: pytest.CaptureF
 def test_the_estimate_is_printed_before_anything_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scaling", "--out", str(tmp_path / "s"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "core-hours if every run trained to its cap" in out and not (tmp_path / "s").exists()
+    assert "of one core if every run trained to its cap" in out and not (tmp_path / "s").exists()
     for env in E.TASKS:
         assert f"  {env}: " in out
     assert main(["scaling", "--out", str(tmp_path / "s"), "--rungs", "huge"]) == 2

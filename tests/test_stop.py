@@ -236,8 +236,8 @@ def test_sweeps_and_the_certificate_pass_the_flags_on(tmp_path: Path, monkeypatc
     trials = seen["sweep"].trials()
     assert len(trials) == 4 and all(t.until_learned and t.after_learned == 1 for t in trials)
     assert seen["sweep"].config()["train"]["until_learned"] is True  # a sweep without it is another sweep
-    cost, jobs = sweep.estimate(seen["sweep"])
-    assert jobs == 2 and cost == pytest.approx(sum(sweep._cost(j) for j in sweep.plan(trials)))
+    est = sweep.estimate([seen["sweep"]], workers=2)
+    assert est["jobs"] == 2 and est["core_s"] == pytest.approx(sum(sweep._cost(j) for j in sweep.plan(trials)))
 
     def certify(envs, rungs, seeds, out, base, *a, **kw):
         seen["certify"] = base

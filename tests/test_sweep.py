@@ -208,3 +208,13 @@ def test_a_sweep_may_grow_but_not_change(tmp_path: Path) -> None:
                      (sweep(["nano", "base"], [0, 1], {"size": ["7"]}), "grid")):
         with pytest.raises(RunError, match=f"differs in: .*{why}.*a sweep may only grow"):
             prepare(bad)
+
+
+def test_a_sweep_prints_its_cost_first_and_dry_run_stops_there(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s"
+    assert main(["sweep", "--rungs", "nano,tiny", "--seeds", "0..1", "--out", str(out), "--total-steps", "100000",
+                 "--dry-run"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("sweep: 4 trials to train in 2 jobs on ") and "of one core if every run" in line
+    assert "competence" not in line and not out.exists()  # nothing trained, nothing written

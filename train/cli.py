@@ -172,7 +172,16 @@ def cmd_sweep(argv: list[str]) -> None:
     import tyro
 
     from capgap.train.ppo import Args
-    from capgap.train.sweep import Sweep, parse_grid, parse_range, parse_seeds, run_sweep
+    from capgap.train.sweep import (
+        Sweep,
+        describe_estimate,
+        estimate,
+        parse_grid,
+        parse_range,
+        parse_seeds,
+        run_sweep,
+        validate,
+    )
 
     p = argparse.ArgumentParser(prog="capgap sweep", description="Train every trial of a grid (resumable).",
                                 allow_abbrev=False,
@@ -197,6 +206,7 @@ def cmd_sweep(argv: list[str]) -> None:
     p.add_argument("--no-group", action="store_true",
                    help="train every seed in a process of its own (default: the seeds of a small rung train "
                         "together as one batched computation; see capgap.train.sweep.plan)")
+    p.add_argument("--dry-run", action="store_true", help="print the cost estimate and stop")
     p.add_argument("--no-progress", action="store_true")
     a, rest = p.parse_known_args(argv)
     if any(f.split("=")[0] in ("--sizes", "--size") for f in rest):
@@ -207,6 +217,11 @@ def cmd_sweep(argv: list[str]) -> None:
     base = tyro.cli(Args, args=rest, prog="capgap sweep [train flags]")
     sweep = Sweep(envs=a.env, rungs=parse_range(a.rungs, "rung"), seeds=parse_seeds(a.seeds),
                   grid=parse_grid(a.grid), base=base, out=Path(a.out), init_where=tuple(a.init_where))
+    validate(sweep)  # one line for a bad grid, before the estimate
+    workers = a.workers or os.cpu_count() or 1
+    print(describe_estimate(estimate([sweep], workers, group=not a.no_group), workers), flush=True)
+    if a.dry_run:
+        return
     t0 = time.time()
     run_sweep(sweep, a.backend, a.workers, a.address, progress=not a.no_progress, group=not a.no_group,
               threads=a.threads)

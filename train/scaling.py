@@ -23,12 +23,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 from capgap.agents import rung as rung_of
 from capgap.envs import TASKS, task_class
 from capgap.train.ppo import Args
-from capgap.train.sweep import Sweep, _cost, is_done, plan, run_sweeps
+from capgap.train.sweep import Sweep, describe_estimate, estimate, run_sweeps
 
 RUNGS = ("nano", "micro", "tiny", "small", "base", "large")
 """The ladder the study climbs: ~10^3 to ~10^6 parameters (``capgap rungs``)."""
@@ -64,33 +63,6 @@ def plan_study(envs: list[str], rungs: list[str], out: Path, base: Args) -> list
     return sweeps
 
 
-def estimate(sweeps: list[Sweep], workers: int, group: bool = True) -> dict[str, Any]:
-    """The cost model's estimate of the unfinished trials (``capgap.train.sweep._cost``: one-thread
-    seconds per job at its step cap, fitted on the 2-core CI machine; evaluation not counted):
-    core-seconds, and the wall time on ``workers`` workers if every run trained to its cap (an
-    upper bound: competence stopping ends learned runs early), in all and per env."""
-    todo = [t for s in sweeps for t in s.trials() if not is_done(t)]
-    jobs = plan(todo, group)
-    costs = [_cost(job) for job in jobs]
-    core_s = sum(costs)
-    wall = max(core_s / max(workers, 1), max(costs, default=0.0))
-    return {"trials": len(todo), "jobs": len(jobs), "core_s": core_s, "wall_s_at_cap": wall,
-            "by_env": {e: sum(c for job, c in zip(jobs, costs, strict=True) if job[0].env == e) for e in
-                       sorted({job[0].env for job in jobs})}}
-
-
-def describe_estimate(est: dict[str, Any], workers: int) -> str:
-    """The estimate as the lines printed before the study trains."""
-    if not est["trials"]:
-        return "scaling: every trial has finished; writing the report"
-    lines = [f"scaling: {est['trials']} trials to train in {est['jobs']} jobs on {workers} workers; the cost model "
-             f"(steps x measured seconds per step, evaluation not counted) says {est['core_s'] / 3600:.1f} core-hours "
-             f"if every run trained to its cap: {est['wall_s_at_cap'] / 3600:.1f} h of wall time at most "
-             "(competence stopping ends learned runs early; rerun the command to resume)"]
-    lines += [f"  {env}: {s / 3600:.1f} core-hours at the cap" for env, s in est["by_env"].items()]
-    return "\n".join(lines)
-
-
 def run(out: Path, envs: list[str] | None = None, rungs: list[str] | None = None, base: Args | None = None,
         workers: int = 0, threads: int = 1, dry_run: bool = False, report_only: bool = False,
         progress: bool = True) -> str:
@@ -108,7 +80,7 @@ def run(out: Path, envs: list[str] | None = None, rungs: list[str] | None = None
     sweeps = plan_study(envs, rungs, out, base or Args())
     workers = workers or os.cpu_count() or 1
     est = estimate(sweeps, workers)
-    print(describe_estimate(est, workers), flush=True)
+    print(describe_estimate(est, workers, "scaling"), flush=True)
     if dry_run:
         return ""
     t0 = time.time()

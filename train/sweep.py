@@ -312,12 +312,40 @@ def _cost(job: list[Args]) -> float:
     return t.total_steps * (56 + len(job) * (22 + 0.0022 * _params(t))) * 1e-6
 
 
-def estimate(sweep: Sweep, group: bool = True) -> tuple[float, int]:
-    """(one-thread core-seconds, jobs) to train every trial of ``sweep`` to its cap (:func:`_cost` over
-    :func:`plan`'s jobs, finished or not): a rough upper bound when the trials train ``--until-learned``,
-    which stop on competence."""
-    jobs = plan(sweep.trials(), group)
-    return sum(_cost(job) for job in jobs), len(jobs)
+def estimate(sweeps: list[Sweep], workers: int, group: bool = True) -> dict[str, Any]:
+    """The cost model's estimate of the unfinished trials (``capgap.train.sweep._cost``: one-thread
+    seconds per job at its step cap, fitted on the 2-core CI machine; evaluation not counted):
+    core-seconds, and the wall time on ``workers`` workers if every run trained to its cap (an
+    upper bound: competence stopping ends learned runs early), in all and per env."""
+    todo = [t for s in sweeps for t in s.trials() if not is_done(t)]
+    jobs = plan(todo, group)
+    costs = [_cost(job) for job in jobs]
+    core_s = sum(costs)
+    wall = max(core_s / max(workers, 1), max(costs, default=0.0))
+    by_env = {e: sum(c for job, c in zip(jobs, costs, strict=True) if job[0].env == e)
+              for e in sorted({job[0].env for job in jobs})}
+    return {"trials": len(todo), "jobs": len(jobs), "core_s": core_s, "wall_s_at_cap": wall,
+            "until_learned": any(t.until_learned for t in todo), "by_env": by_env}
+
+
+def describe_estimate(est: dict[str, Any], workers: int, what: str = "sweep") -> str:
+    """The estimate as the lines printed before a sweep or study (``what``) trains."""
+    if not est["trials"]:
+        return f"{what}: every trial has finished"
+    early = "competence stopping ends learned runs early; " if est["until_learned"] else ""
+    lines = [f"{what}: {est['trials']} trials to train in {est['jobs']} jobs on {workers} workers; the cost model "
+             f"(steps x measured seconds per step, evaluation not counted) says {_duration(est['core_s'])} of one "
+             f"core if every run trained to its cap: {_duration(est['wall_s_at_cap'])} of wall time at most "
+             f"({early}rerun the command to resume)"]
+    if len(est["by_env"]) > 1 or what != "sweep":
+        lines += [f"  {env}: {_duration(s)} of one core at the cap" for env, s in est["by_env"].items()]
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """``"42 s"``, ``"17 min"``, ``"3.4 h"``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def _params(t: Args) -> int:
