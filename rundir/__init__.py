@@ -205,8 +205,9 @@ def check_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
     check_out(run_dir)
     if (run_dir / "config.json").exists():
         old = read_config(run_dir)
+        old = {k: old.get(k, ADDED_DEFAULTS.get(k)) for k in config}
         diff = sorted(k for k in config if k not in RESUMABLE_DIFFERENCES
-                      and old.get(k, ADDED_DEFAULTS.get(k)) != config[k])
+                      and (rung_or(old, k) if old[k] is not None else None) != rung_or(config, k))
         if diff:
             raise RunError(f"{run_dir} holds another run (its config differs in: {', '.join(diff)}); "
                            "use another --out or --name, or delete that dir")

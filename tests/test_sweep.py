@@ -218,3 +218,20 @@ def test_a_sweep_prints_its_cost_first_and_dry_run_stops_there(tmp_path: Path,
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith("sweep: 4 trials to train in 2 jobs on ") and "of one core if every run" in line
     assert "competence" not in line and not out.exists()  # nothing trained, nothing written
+
+
+def test_rungs_by_index_or_by_name_are_one_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--rungs 0..1`` and ``--rungs nano,micro`` train the same runs: the second finds the first's sweep
+    (and its runs) and has nothing to do."""
+    flags = ["--seeds", "0", "--out", str(tmp_path / "s"), "--total-steps", "512", "--eval-every", "512",
+             "--eval-episodes", "4", "--num-envs", "16", "--num-steps", "8", "--num-minibatches", "2",
+             "--threads", "1", "--no-progress", "--dials", "size=7"]
+    assert main(["sweep", "--rungs", "0..1", *flags]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "--rungs", "nano,micro", *flags]) == 0
+    assert "every trial has finished" in capsys.readouterr().out
+    from capgap import rundir
+
+    run = next((tmp_path / "s" / "runs").iterdir())
+    config = json.loads((run / "config.json").read_text())
+    rundir.check_run_dir(run, {**config, "rung": "nano" if config["rung"] == "0" else config["rung"]})

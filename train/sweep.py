@@ -113,7 +113,8 @@ class Sweep:
         for k in ("env", "rung", "seed", "out", "progress", "name", "threads", "inspect"):
             base.pop(k)  # set per trial, or not part of what the sweep trains
         extra = {"init_where": list(self.init_where)} if self.init_where else {}
-        return {"envs": self.envs, "rungs": self.rungs, "seeds": self.seeds, "grid": self.grid, "train": base, **extra}
+        rungs = [rung(r).name for r in self.rungs]  # by name: "0..3" and "nano,micro,tiny,small" are one sweep
+        return {"envs": self.envs, "rungs": rungs, "seeds": self.seeds, "grid": self.grid, "train": base, **extra}
 
 
 TRAIN_AXES: tuple[str, ...] = ("num_levels", "repair_levels", "sampler")
@@ -250,6 +251,7 @@ def prepare(sweep: Sweep) -> None:
     config = json.loads(json.dumps(sweep.config()))
     if path.exists():
         old = json.loads(path.read_text())
+        old["rungs"] = [rung(r).name for r in old.get("rungs", [])]  # recorded by index before names
         if isinstance(old.get("train"), dict):  # a sweep from before a field existed meant its default
             old["train"] = {**{k: v for k, v in rundir.ADDED_DEFAULTS.items() if k in config["train"]},
                             **old["train"]}
