@@ -59,8 +59,6 @@ class Sampler:
     """Domain randomisation (``dr``): every episode plays its env's next fresh level. The base class of
     the samplers: each hook is a no-op here, so a ``dr`` run computes exactly what it always did."""
 
-    robust = False
-
     def record(self, t: int) -> None:
         """After the rollout's step ``t``: note which level each transition was played on."""
 
