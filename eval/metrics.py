@@ -219,8 +219,55 @@ def compute(records: Iterable[dict[str, Any]], n_resamples: int = 2000, seed: in
     return rows
 
 
+def _seed_key(r: dict[str, Any]) -> tuple:
+    """(env, dials, setting, rung, seed) of an episode record."""
+    return (*(r.get(k, OPTIONAL_KEYS.get(k)) for k in GROUP_KEYS[:-1]), int(r["seed"]))
+
+
+def _seed_last(records: list[dict[str, Any]]) -> dict[tuple, int]:
+    """(env, dials, setting, rung, seed) -> that seed's largest evaluated step."""
+    last: dict[tuple, int] = {}
+    for r in records:
+        key = _seed_key(r)
+        last[key] = max(last.get(key, r["step"]), r["step"])
+    return last
+
+
+def last_evaluations(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each seed's final evaluation: the episodes of every (env, dials, setting, rung, seed) at its own
+    largest step, relabelled with the largest such step of its (env, dials, setting, rung) so that
+    :func:`compute` pools the seeds into one row.
+
+    Runs trained to competence (``--until-learned``) stop at different steps, so the row at a group's
+    largest step holds only the seeds that trained longest (often one); a sweep's final table must
+    instead hold every seed where it stopped. The relabelled records are copies; ``records`` is left
+    as it was."""
+    records = list(records)
+    seed_last = _seed_last(records)
+    group_last: dict[tuple, int] = {}
+    for key, step in seed_last.items():
+        group_last[key[:-1]] = max(group_last.get(key[:-1], step), step)
+    return [{**r, "step": group_last[key[:-1]]} for r in records
+            if r["step"] == seed_last[key := _seed_key(r)]]
+
+
+def compute_final(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (env, dials, setting, rung): every seed at its own final evaluation
+    (:func:`last_evaluations`), with the keys of :func:`compute` and ``first_step``: ``step`` is the
+    latest seed's final step, ``first_step`` the earliest's (they differ when seeds stopped apart)."""
+    records = list(records)
+    first: dict[tuple, int] = {}
+    for key, step in _seed_last(records).items():
+        first[key[:-1]] = min(first.get(key[:-1], step), step)
+    rows = compute(last_evaluations(records))
+    for row in rows:
+        row["first_step"] = first[tuple(row[k] for k in GROUP_KEYS[:-1])]
+    return rows
+
+
 def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each (env, dials, setting, rung), the row at the largest step; in the order of ``rows``' first appearance."""
+    """For each (env, dials, setting, rung), the row at the largest step; in the order of ``rows``' first
+    appearance. Of :func:`compute_final`'s rows (every seed where it stopped), each one as it is."""
     best: dict[tuple, dict[str, Any]] = {}
     for r in rows:
         key = (r["env"], r["dials"], r["setting"], r["rung"])

@@ -144,9 +144,7 @@ def curves(records: Iterable[dict[str, Any]], axis: str) -> list[Curve]:
             continue
         points = []
         for x in sorted(by_x):
-            by_step = by_x[x]
-            last = max(by_step)
-            points.append(Point(x, by_step[last], last))
+            points.append(final_point(x, by_x[x]))
         curve = Curve(env, rest, rung, rung_index, params, axis, points, steps=dict(by_x))
         evaluations = [by_seed for by_step in by_x.values() for by_seed in by_step.values()]
         if curve.repair:
@@ -160,6 +158,16 @@ def curves(records: Iterable[dict[str, Any]], axis: str) -> list[Curve]:
             curve.reference = "train A of the p_disambiguate=0 arm"
         out.append(curve)
     return out
+
+
+def final_point(x: float, by_step: dict[int, dict[int, dict[str, float]]]) -> Point:
+    """The point of every seed at its own final evaluation (runs trained to competence stop at
+    different steps; the largest step alone would hold only the seeds that trained longest); its
+    ``step`` is the latest of them."""
+    seeds: dict[int, dict[str, float]] = {}
+    for step in sorted(by_step):
+        seeds.update(by_step[step])  # a later evaluation of a seed replaces its earlier one
+    return Point(x, seeds, max(by_step))
 
 
 def _retention_against(before: Point, evaluations: list[dict[int, dict[str, float]]]) -> None:

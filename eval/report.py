@@ -3,7 +3,8 @@
 Input: the rows of ``capgap.eval.metrics.compute`` (one per env, dials, rung and step).
 ``write_report`` writes into one folder:
 
-- ``report.md``: per (env, dials) a table of the final-step rows, each cell "mean [lo, hi]";
+- ``report.md``: per (env, dials) a table of the final rows (every seed at its own final evaluation,
+  ``metrics.compute_final``), each cell "mean [lo, hi]";
 - ``report.csv``, ``report.json``: every row (every step), keys as in ``metrics.ROW_KEYS``
   (NaN is ``nan`` in the CSV and ``null`` in the JSON);
 - ``ca_vs_params.png`` (C_test and A_test against parameter count), ``curves.png``
@@ -100,20 +101,34 @@ def _panel_title(env: str, dials: str) -> str:
     return f"{env}\n" + "\n".join(textwrap.wrap(dials, 60) or ["(default dials)"])
 
 
+def _final(rows: list[dict[str, Any]], final: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The final rows: ``final`` as given (``metrics.compute_final``: every seed where it stopped), else
+    the row at each group's largest step."""
+    return final_rows(final if final is not None else rows)
+
+
+def _step_cell(row: dict[str, Any]) -> str:
+    """A final row's step; ``first–last`` where its seeds stopped at different steps."""
+    first = row.get("first_step", row["step"])
+    return f"{row['step']:,}" if first == row["step"] else f"{first:,}–{row['step']:,}"
+
+
 def markdown(rows: list[dict[str, Any]], title: str = "capgap sweep",
-             inspect_rows: list[dict[str, Any]] | None = None) -> str:
-    """The markdown report: per (env, dials) a table of the final-step rows, then the plot files; with
-    ``inspect_rows``, a table of the final-step inspection numbers per (env, dials)."""
+             inspect_rows: list[dict[str, Any]] | None = None, final: list[dict[str, Any]] | None = None) -> str:
+    """The markdown report: per (env, dials) a table of the final rows (``final``, default: each group's
+    largest step), then the plot files; with ``inspect_rows``, a table of the final-step inspection
+    numbers per (env, dials)."""
     lines = [f"# {title}", ""]
     header = ["rung", "params", "step", "seeds", *TABLE_METRICS, "random", "untrained", "flag"]
-    for (env, dials), panel in _panels(final_rows(rows)).items():
+    for (env, dials), panel in _panels(_final(rows, final)).items():
         lines += [f"## {env}", "", f"dials: `{dials}`" if dials else "dials: default", ""]
-        lines += table(header, [[r["rung"], f"{r['params']:,}", f"{r['step']:,}", str(r["n_seeds"]),
+        lines += table(header, [[r["rung"], f"{r['params']:,}", _step_cell(r), str(r["n_seeds"]),
                                  *(fmt_ci(r, m) for m in TABLE_METRICS), fmt_baseline(r, "random"),
                                  fmt_baseline(r, "untrained"), learned_flag(r)] for r in panel])
         lines += ["", "Plots (panel for this env and dials): " + ", ".join(f"`{p}.png`" for p in PLOTS), ""]
-    lines += ["Cells are mean [95% Student-t CI] over seeds (seeds: n); n/a where undefined (see "
-              "`capgap.eval.metrics`, `capgap.eval.stats`). "
+    lines += ["Cells are mean [95% Student-t CI] over seeds (seeds: n), each seed at its final evaluation "
+              "(step: first–last where seeds stopped apart, as runs trained to competence do); n/a where "
+              "undefined (see `capgap.eval.metrics`, `capgap.eval.stats`). "
               "C_hat, A_hat, proxy_hat: the test split calibrated against chance (0 = uniform-random play on the "
               "same levels, 1 = the scripted goal-seeker; proxy_hat: 1 = the proxy-seeker; docs/metrics.md). "
               "random, untrained: the uniform-random policy and the rung's untrained networks (3 init seeds), "
@@ -141,12 +156,13 @@ def _ci_or_na(row: dict[str, Any], metric: str) -> str:
     return fmt_ci(row, metric) if metric in row else "n/a"
 
 
-def table_text(rows: list[dict[str, Any]], inspect_rows: list[dict[str, Any]] | None = None) -> str:
-    """A compact plain-text table of the final-step rows, for a terminal (and of the final-step
-    inspection rows, if any)."""
+def table_text(rows: list[dict[str, Any]], inspect_rows: list[dict[str, Any]] | None = None,
+               final: list[dict[str, Any]] | None = None) -> str:
+    """A compact plain-text table of the final rows (as :func:`markdown`), for a terminal (and of the
+    final-step inspection rows, if any)."""
     out: list[str] = []
     widths = (10, 12, 7, *(22 for _ in TEXT_METRICS), 27, 12)  # "-0.32 [-0.38, -0.27]" and a gap
-    for (env, dials), panel in _panels(final_rows(rows)).items():
+    for (env, dials), panel in _panels(_final(rows, final)).items():
         out.append(f"{env}  [{dials or 'default dials'}]")
         cells_rows = [["rung", "params", "seeds", *TEXT_METRICS, "random A_tr/C/A/proxy", ""]]
         cells_rows += [[r["rung"], f"{r['params']:,}", str(r["n_seeds"]), *(fmt_ci(r, m) for m in TEXT_METRICS),
@@ -176,9 +192,9 @@ def _col(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
 
 
-def plot_ca_vs_params(rows: list[dict[str, Any]]) -> Figure:
-    """C_test and A_test of the final rows against parameter count (log x), with CI bands."""
-    panels = _panels(final_rows(rows))
+def plot_ca_vs_params(rows: list[dict[str, Any]], final: list[dict[str, Any]] | None = None) -> Figure:
+    """C_test and A_test of the final rows (as :func:`markdown`) against parameter count (log x), with CI bands."""
+    panels = _panels(_final(rows, final))
     fig, axes = grid(len(panels))
     for ax, ((env, dials), panel) in zip(axes, panels.items(), strict=False):
         panel = sorted(panel, key=lambda r: r["params"])
@@ -232,11 +248,12 @@ def plot_curves(rows: list[dict[str, Any]]) -> Figure:
                            note_empty=True)
 
 
-def plot_gap_vs_size(rows: list[dict[str, Any]]) -> Figure:
-    """gap_test = C_test − A_test of the final rows against parameter count, one line per (env, dials)."""
+def plot_gap_vs_size(rows: list[dict[str, Any]], final: list[dict[str, Any]] | None = None) -> Figure:
+    """gap_test = C_test − A_test of the final rows (as :func:`markdown`) against parameter count, one line
+    per (env, dials)."""
     fig = Figure(figsize=(6.5, 4.2), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    final = final_rows(rows)
+    final = _final(rows, final)
     for (env, dials), panel in _panels(final).items():
         panel = sorted(panel, key=lambda r: r["params"])
         y = _col(panel, "gap_test")
@@ -273,8 +290,10 @@ def _jsonable(v: Any) -> Any:
 
 
 def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: str, tb_dir: Path,
-                       inspect_rows: list[dict[str, Any]] | None = None) -> None:
-    """The TensorBoard log: plots and report at the top, one run per (env, dials, rung) below."""
+                       inspect_rows: list[dict[str, Any]] | None = None,
+                       final: list[dict[str, Any]] | None = None) -> None:
+    """The TensorBoard log: plots and report at the top, one run per (env, dials, rung) below, its
+    ``final/*`` scalars from the final rows (as :func:`markdown`)."""
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
@@ -285,9 +304,13 @@ def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: 
             w.add_image(f"plots/{name}", rgb(fig), 0, dataformats="HWC")
         w.add_text("report", md)
 
+    def run_key(r: dict[str, Any]) -> tuple[str, str, str]:
+        return r["env"], "; ".join(x for x in (r["dials"], r["setting"]) if x), r["rung"]
+
     by_run: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by_run[(r["env"], "; ".join(x for x in (r["dials"], r["setting"]) if x), r["rung"])].append(r)
+        by_run[run_key(r)].append(r)
+    finals = {run_key(r): r for r in _final(rows, final)}
     used: set[str] = set()
     for (env, dials, rung), rs in by_run.items():
         name = base = run_dirname(env, dials, rung)
@@ -296,16 +319,16 @@ def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: 
                 break
             name = f"{base}__{i}"
         used.add(name)
-        final = max(rs, key=lambda r: r["step"])
-        hp = {"env": env, "dials": dials, "rung": rung, "rung_index": final["rung_index"],
-              "params": final["params"], "family": final["family"], "n_seeds": final["n_seeds"],
-              "step": final["step"]}
+        last = finals[(env, dials, rung)]
+        hp = {"env": env, "dials": dials, "rung": rung, "rung_index": last["rung_index"],
+              "params": last["params"], "family": last["family"], "n_seeds": last["n_seeds"],
+              "step": last["step"]}
         with SummaryWriter(str(tb_dir / name)) as w:
             # hparams() rather than add_hparams(), which would open a stray sub-run of its own
-            for summary in hparams(hp, {f"final/{m}": final[m] for m in TEXT_METRICS}):
+            for summary in hparams(hp, {f"final/{m}": last[m] for m in TEXT_METRICS}):
                 w.file_writer.add_summary(summary)
             for m in TEXT_METRICS:
-                w.add_scalar(f"final/{m}", final[m], final["step"])
+                w.add_scalar(f"final/{m}", last[m], last["step"])
             baselines = [f"{policy}_{m}" for policy in ("random", "untrained") for m in BASELINE_METRICS]
             for r in sorted(rs, key=lambda r: r["step"]):
                 for m in TEXT_METRICS:
@@ -320,8 +343,11 @@ def _write_tensorboard(rows: list[dict[str, Any]], figs: dict[str, Figure], md: 
 
 
 def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap sweep",
-                 inspect_rows: list[dict[str, Any]] | None = None) -> dict[str, Path]:
+                 inspect_rows: list[dict[str, Any]] | None = None,
+                 final: list[dict[str, Any]] | None = None) -> dict[str, Path]:
     """Write the report files into ``out_dir`` (created if needed); returns name -> path of each.
+    ``final``: the rows of the tables, the size plots and ``final/*`` (``metrics.compute_final``: every
+    seed where it stopped); default: each group's row at its largest step.
 
     Names: ``md``, ``csv``, ``json``, the three plot names of ``PLOTS`` and ``tensorboard``; with
     ``inspect_rows``, also ``inspect_csv``, ``inspect_json`` and ``inspect_curves``.
@@ -332,7 +358,7 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap
     paths: dict[str, Path] = {"md": out_dir / "report.md", "csv": out_dir / "report.csv",
                               "json": out_dir / "report.json"}
 
-    md = markdown(rows, title, inspect_rows)
+    md = markdown(rows, title, inspect_rows, final)
     paths["md"].write_text(md, encoding="utf-8")
     with paths["csv"].open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=ROW_KEYS)
@@ -342,8 +368,8 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap
         json.dumps([{k: _jsonable(r[k]) for k in ROW_KEYS} for r in rows], indent=1, allow_nan=False) + "\n",
         encoding="utf-8")
 
-    figs = {"ca_vs_params": plot_ca_vs_params(rows), "curves": plot_curves(rows),
-            "gap_vs_size": plot_gap_vs_size(rows)}
+    figs = {"ca_vs_params": plot_ca_vs_params(rows, final), "curves": plot_curves(rows),
+            "gap_vs_size": plot_gap_vs_size(rows, final)}
     for name, fig in figs.items():
         paths[name] = out_dir / f"{name}.png"
         fig.savefig(paths[name], dpi=DPI)
@@ -362,7 +388,7 @@ def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = "capgap
         figs["inspect_curves"].savefig(paths["inspect_curves"], dpi=DPI)
 
     paths["tensorboard"] = out_dir / "tensorboard"
-    _write_tensorboard(rows, figs, md, paths["tensorboard"], inspect_rows)
+    _write_tensorboard(rows, figs, md, paths["tensorboard"], inspect_rows, final)
     return paths
 
 
@@ -382,11 +408,12 @@ def build(paths: list[Path], out: Path | None = None, untrained: bool = True,
         raise RunError(f"no evaluated checkpoints under {paths[0]}; run capgap eval {paths[0]} first")
     records = metrics.load_episodes(files)
     rows = chance.annotate(metrics.compute(records), untrained_baseline=untrained, progress=progress)
+    final = chance.annotate(metrics.compute_final(records), untrained_baseline=untrained)  # cached: no cost
     runs = [r for path in paths for r in find_runs(path)]
     inspected = [run / "inspect.jsonl" for run in runs if (run / "inspect.jsonl").exists()]
     inspect_rows = metrics.compute_inspections(metrics.load_inspections(inspected)) if inspected else None
     out = Path(out) if out else paths[0] / "report"
-    written = write_report(rows, out, inspect_rows=inspect_rows)
-    text = table_text(rows, inspect_rows)
+    written = write_report(rows, out, inspect_rows=inspect_rows, final=final)
+    text = table_text(rows, inspect_rows, final)
     study, study_files = mitigation.write_mitigation(records, out, runs)
     return text + (f"\n{study}" if study else ""), written | study_files, out

@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from capgap.eval.metrics import METRICS, ROW_KEYS, compute, final_rows, load_episodes, mean_ci
+from capgap.eval.metrics import (
+    METRICS,
+    ROW_KEYS,
+    compute,
+    compute_final,
+    final_rows,
+    last_evaluations,
+    load_episodes,
+    mean_ci,
+)
 
 ENV, LAVA = "capgap/CheeseCorner-v0", "capgap/LavaShift-v0"
 SIZES = {"tiny": (0, 500), "small": (1, 5_000)}
@@ -180,6 +189,28 @@ def test_final_rows(rows: list[dict[str, Any]]) -> None:
     final = final_rows(rows)
     assert [(r["env"], r["rung"], r["step"]) for r in final] == [
         (ENV, "tiny", 1000), (ENV, "small", 1000), (LAVA, "tiny", 1000)]
+
+
+def test_final_rows_hold_every_seed_where_it_stopped() -> None:
+    """Runs trained to competence stop at different steps: seed 0 at 300, seed 1 at 500, seed 2 at 300.
+    The row at the largest step holds seed 1 alone; the final row holds all three at their own last
+    evaluation (and none at an earlier one)."""
+    recs = []
+    for seed, last, a_test in ((0, 300, ["goal", "proxy"]), (1, 500, ["proxy", "proxy"]), (2, 300, ["goal", "goal"])):
+        for step in range(100, last + 1, 100):
+            outs = a_test if step == last else ["neither", "neither"]  # only the last evaluation scores
+            recs += episodes(ENV, "", "tiny", seed, step, "test", outs)
+            recs += episodes(ENV, "", "tiny", seed, step, "train", ["goal", "goal"])
+    (at_max,) = final_rows(compute(recs))
+    assert (at_max["step"], at_max["n_seeds"], at_max["A_test"]) == (500, 1, 0.0)
+    (final,) = compute_final(recs)
+    assert (final["step"], final["first_step"], final["n_seeds"]) == (500, 300, 3)
+    assert final["A_test"] == pytest.approx(np.mean([0.5, 0.0, 1.0]))
+    assert final["proxy_test"] == pytest.approx(np.mean([0.5, 1.0, 0.0]))
+    assert final_rows([final]) == [final]
+    kept = last_evaluations(recs)
+    assert len(kept) == 3 * 4 and {r["step"] for r in kept} == {500}
+    assert {r["step"] for r in recs} == {100, 200, 300, 400, 500}  # the input is left as it was
 
 
 def test_inconsistent_group_metadata_is_refused() -> None:

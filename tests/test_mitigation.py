@@ -64,6 +64,20 @@ def test_alpha_retention_divides_by_the_original_tasks_train_a() -> None:
     assert c.reference == "own train A" and c.points[-1].ci("retention")[0] == pytest.approx(0.5 / 0.6)
 
 
+def test_a_point_holds_every_seed_where_it_stopped() -> None:
+    """Seeds trained to competence stop at different steps: seed 1 stops at 100, seed 0 goes on to 300.
+    The point holds both at their own final evaluation, not seed 0 alone at the largest step."""
+    def at(step: int, recs: list[dict]) -> list[dict]:
+        return [{**r, "step": step} for r in recs]
+    recs = [r for p in (0, 0.1) for r in records(p, 1, 1.0, 0.6)]  # seed 1: one evaluation, step 100
+    for p in (0, 0.1):
+        recs += at(100, records(p, 0, 0.5, 0.0)) + at(300, records(p, 0, 1.0, 0.2))
+    (c,) = curves(recs, "p_disambiguate")
+    assert [sorted(pt.seeds) for pt in c.points] == [[0, 1], [0, 1]]
+    assert c.points[1].step == 300
+    assert c.points[1].ci("A_test")[0] == pytest.approx((0.6 + 0.2) / 2)
+
+
 def test_axes_are_the_numeric_settings_that_vary() -> None:
     groups = [("E", "p_disambiguate=0,size=7", "", "nano"), ("E", "p_disambiguate=0.1,size=7", "", "nano"),
               ("E", "p_disambiguate=1,size=7", "init_from=E__nano__p=0,num_levels=4", "nano"),
