@@ -157,7 +157,30 @@ def curves(records: Iterable[dict[str, Any]], axis: str) -> list[Curve]:
             _retention_original(points[0], evaluations)
             curve.reference = "train A of the p_disambiguate=0 arm"
         out.append(curve)
+    _common_reference(out, axis)
     return out
+
+
+def _without_sampler(rest: str) -> str:
+    return ",".join(part for part in rest.split(",") if part and not part.startswith("sampler="))
+
+
+def _common_reference(curve_list: list[Curve], axis: str) -> None:
+    """Along ``p_disambiguate``, every level sampler's retention is over the *same* original-task train A:
+    that of the default sampler's (``dr``) p = 0 arm, where the sweep has one. A curriculum that learns
+    the original task more slowly (PLR⊥ trains on replayed levels only) would otherwise be divided by
+    its own, lower train A, and a lower bar would flatter it; against one reference, α* compares the
+    samplers' test A at one bar."""
+    if axis != "p_disambiguate":
+        return
+    dr = {(c.env, c.rest, c.rung): c for c in curve_list if "sampler=" not in c.rest
+          and c.points and c.points[0].x == 0}
+    for c in curve_list:
+        ref = dr.get((c.env, _without_sampler(c.rest), c.rung))
+        if ref is None or ref is c:
+            continue
+        _retention_original(ref.points[0], [by_seed for by_step in c.steps.values() for by_seed in by_step.values()])
+        c.reference = "train A of the dr sampler's p_disambiguate=0 arm"
 
 
 def final_point(x: float, by_step: dict[int, dict[int, dict[str, float]]]) -> Point:

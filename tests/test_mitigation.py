@@ -64,6 +64,22 @@ def test_alpha_retention_divides_by_the_original_tasks_train_a() -> None:
     assert c.reference == "own train A" and c.points[-1].ci("retention")[0] == pytest.approx(0.5 / 0.6)
 
 
+def test_every_sampler_is_measured_against_the_dr_arms_original_task() -> None:
+    """A curriculum that learns the original task less well (train A 0.5 at p = 0) would read 'fixed' at
+    p = 0.1 over its own train A (0.6 / 0.5 > 0.8); against the dr arm's (1.0) it retains 0.6, not fixed."""
+    recs = [r for seed in (0, 1) for p, a_train, a_test in ((0, 1.0, 0.2), (0.1, 0.9, 0.5))
+            for r in records(p, seed, a_train, a_test)]
+    plr = [{**r, "setting": "sampler=plr"} for seed in (0, 1) for p, a_train, a_test in ((0, 0.5, 0.3), (0.1, 0.5, 0.6))
+           for r in records(p, seed, a_train, a_test)]
+    dr_curve, plr_curve = curves(recs + plr, "p_disambiguate")
+    assert dr_curve.reference == "train A of the p_disambiguate=0 arm"
+    assert plr_curve.reference == "train A of the dr sampler's p_disambiguate=0 arm"
+    assert [p.ci("retention")[0] for p in plr_curve.points] == pytest.approx([0.3, 0.6])
+    assert threshold(plr_curve.points)[0] == math.inf
+    (alone,) = curves(plr, "p_disambiguate")  # no dr arm in the sweep: its own p = 0 arm, and it says so
+    assert alone.reference == "train A of the p_disambiguate=0 arm" and threshold(alone.points)[0] == 0.1
+
+
 def test_a_point_holds_every_seed_where_it_stopped() -> None:
     """Seeds trained to competence stop at different steps: seed 1 stops at 100, seed 0 goes on to 300.
     The point holds both at their own final evaluation, not seed 0 alone at the largest step."""
