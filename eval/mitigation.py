@@ -43,7 +43,7 @@ import numpy as np
 
 from capgap.envs import parse_dials
 from capgap.eval.metrics import LEARNED, mean_ci, per_seed
-from capgap.eval.table import ci
+from capgap.eval.table import ci, steps_ci
 from capgap.eval.table import markdown as table
 
 RETAINED = 0.8
@@ -70,6 +70,15 @@ class Point:
 
     def ci(self, metric: str) -> tuple[float, float, float]:
         return mean_ci(s[metric] for s in self.seeds.values())
+
+    def learning(self) -> tuple[int, int, tuple[float, float, float]] | None:
+        """Where the runs were trained to competence (``--until-learned``): (seeds that learned, seeds,
+        steps to learn: mean [95% CI] over those that did); None for runs trained to a fixed budget."""
+        known = [s for s in self.seeds.values() if "learned" in s]
+        if not known:
+            return None
+        steps = [s["learned_at"] for s in known if s["learned"]]
+        return len(steps), len(known), mean_ci(steps)
 
     def spread(self) -> tuple[float, float, int]:
         """(min, max) of test A over seeds, and how many seeds prefer the goal (A_test > proxy_test)."""
@@ -101,15 +110,35 @@ class Curve:
         return "init_from=" in self.rest
 
 
-def seed_metrics(records: Iterable[dict[str, Any]]) -> dict[tuple, dict[int, dict[int, dict[str, float]]]]:
-    """(env, dials, setting, rung, rung_index, params) -> step -> seed -> that seed's metrics."""
+def seed_metrics(records: Iterable[dict[str, Any]], done: dict[str, dict[str, Any]] | None = None
+                 ) -> dict[tuple, dict[int, dict[int, dict[str, float]]]]:
+    """(env, dials, setting, rung, rung_index, params) -> step -> seed -> that seed's metrics. ``done``:
+    finished runs' ``done.json`` by run name (:func:`done_of`); a run trained to competence adds
+    ``learned`` (1/0) and ``learned_at`` (its steps to learn, NaN if it never learned) to its metrics."""
     eps: dict[tuple, dict[int, dict[int, dict[str, list]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    names: dict[tuple, str] = {}
     for r in records:
         key = (r["env"], r["dials"], r.get("setting", ""), r["rung"], r["rung_index"], r["params"])
         eps[key][int(r["step"])][int(r["seed"])][r["split"]].append(r)
-    return {k: {step: {seed: per_seed(e) for seed, e in by_seed.items()} for step, by_seed in by_step.items()}
-            for k, by_step in eps.items()}
+        names[(key, int(r["seed"]))] = r.get("run", "")
+    out = {k: {step: {seed: per_seed(e) for seed, e in by_seed.items()} for step, by_seed in by_step.items()}
+           for k, by_step in eps.items()}
+    for k, by_step in out.items():
+        for by_seed in by_step.values():
+            for seed, m in by_seed.items():
+                d = (done or {}).get(names[(k, seed)], {})
+                if d.get("until_learned"):
+                    m["learned"] = float(bool(d.get("learned")))
+                    m["learned_at"] = float(d["learned_at"]) if d.get("learned_at") is not None else math.nan
+    return out
+
+
+def done_of(run_dirs: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Run name -> its ``done.json``, for the finished runs among ``run_dirs``."""
+    from capgap import rundir
+
+    return {Path(run).name: rundir.read_done(Path(run)) for run in run_dirs if rundir.is_done(Path(run))}
 
 
 def axes(groups: Iterable[tuple]) -> list[str]:
@@ -123,9 +152,11 @@ def axes(groups: Iterable[tuple]) -> list[str]:
     return sorted({k for _, k in numeric})
 
 
-def curves(records: Iterable[dict[str, Any]], axis: str) -> list[Curve]:
-    """The curves along ``axis``: one per (env, other dials and settings, rung) with ≥ 2 axis values."""
-    by_group = seed_metrics(records)
+def curves(records: Iterable[dict[str, Any]], axis: str, done: dict[str, dict[str, Any]] | None = None
+           ) -> list[Curve]:
+    """The curves along ``axis``: one per (env, other dials and settings, rung) with ≥ 2 axis values
+    (``done``: as :func:`seed_metrics`)."""
+    by_group = seed_metrics(records, done)
     grouped: dict[tuple, dict[float, tuple[int, dict]]] = defaultdict(dict)
     for (env, dials, setting, rung, rung_index, params), by_step in by_group.items():
         p = _params(dials, setting)
@@ -350,12 +381,18 @@ def markdown(curve_list: list[Curve], learned: dict[tuple[str, str, int], int | 
             lines += [f"### {c.env.split('/')[-1]} · {c.rung} ({c.params:,} params)" + (f" · {c.rest}" if c.rest
                                                                                           else ""), ""]
             head = [axis, "seeds", *POINT_METRICS, "test A min–max", "seeds goal > proxy"]
+            competence = any(p.learning() for p in c.points)
+            if competence:
+                head += ["learned", "steps to learn"]
             rows = []
             for label, p in ([("before", c.before)] if c.before else []) + [(_x(p.x), p) for p in c.points]:
                 n = len(p.seeds)
                 lo, hi, goal = p.spread()
                 rows.append([label, str(n), *(_ci(p.ci(m), n) for m in POINT_METRICS), f"{lo:.2f}–{hi:.2f}",
                              f"{goal}/{n}"])
+                if competence:
+                    got = p.learning()
+                    rows[-1] += ["n/a", "n/a"] if got is None else [f"{got[0]}/{got[1]}", steps_ci(*got[2], got[0])]
             lines += table(head, rows)
             lines.append("")
     return "\n".join(lines)
@@ -387,6 +424,47 @@ def plot(curve_list: list[Curve]) -> Any:
             ax.axvline(t, color="grey", ls=":", label=f"{NAMED.get(c.axis, c.axis + '*')} = {_x(t)}")
         ax.set(ylim=(-0.05, 1.05), xlabel=c.axis, ylabel="test split")
         ax.set_title(f"{c.env.split('/')[-1]} {c.rung} ({c.params:,})\n{c.rest}", fontsize=7)
+        ax.legend(fontsize=6)
+    fig.set_dpi(DPI)
+    return fig
+
+
+def _sampler(rest: str) -> str:
+    """The level sampler a curve's settings name (``dr`` where none is named)."""
+    return next((part.split("=", 1)[1] for part in rest.split(",") if part.startswith("sampler=")), "dr")
+
+
+def plot_samplers(curve_list: list[Curve]) -> Any:
+    """The level samplers side by side: per (env, rung, other settings) a panel of test A (solid, with
+    its CI band) and the test proxy rate (dashed) against ``p_disambiguate``, one colour per sampler;
+    None when the curves do not compare samplers."""
+    from matplotlib import colormaps
+
+    from capgap.eval.figures import DPI, grid
+
+    cs = [c for c in curve_list if c.axis == "p_disambiguate" and not c.repair]
+    if len({_sampler(c.rest) for c in cs}) < 2:
+        return None
+    panels: dict[tuple, list[Curve]] = defaultdict(list)
+    for c in sorted(cs, key=lambda c: (c.env, c.rung_index, _sampler(c.rest))):
+        panels[(c.env, c.rung, c.params, _without_sampler(c.rest))].append(c)
+    samplers = sorted({_sampler(c.rest) for c in cs})
+    colours = {name: colormaps["tab10"](i) for i, name in enumerate(samplers)}
+    fig, axs = grid(len(panels))
+    for ax, ((env, rung, params, rest), group) in zip(axs, panels.items(), strict=False):
+        for c in group:
+            xs = np.array([p.x for p in c.points])
+            a = np.array([p.ci("A_test") for p in c.points])
+            proxy = np.array([p.ci("proxy_test")[0] for p in c.points])
+            colour = colours[_sampler(c.rest)]
+            ax.plot(xs, a[:, 0], "o-", color=colour, label=f"{_sampler(c.rest)} test A")
+            ax.fill_between(xs, a[:, 1], a[:, 2], color=colour, alpha=0.15)
+            ax.plot(xs, proxy, "x--", color=colour, label=f"{_sampler(c.rest)} proxy")
+        positive = [p.x for c in group for p in c.points if p.x > 0]
+        if positive:
+            ax.set_xscale("symlog", linthresh=float(min(positive)))
+        ax.set(ylim=(-0.05, 1.05), xlabel="p_disambiguate (α)", ylabel="test split")
+        ax.set_title(f"{env.split('/')[-1]} {rung} ({params:,})" + (f"\n{rest}" if rest else ""), fontsize=7)
         ax.legend(fontsize=6)
     fig.set_dpi(DPI)
     return fig
@@ -424,11 +502,13 @@ def write_mitigation(records: list[dict[str, Any]], out_dir: Path,
                      run_dirs: list[Path] = ()) -> tuple[str, dict[str, Path]]:
     """When the sweep is a mitigation study (its trials differ along a
     numeric dial or setting), write ``mitigation.md``, ``mitigation.png`` (C, A, proxy against the
-    axis) and ``thresholds.png`` (the threshold against parameters) into ``out_dir``; returns the
+    axis), ``thresholds.png`` (the threshold against parameters) and, where level samplers are compared
+    along ``p_disambiguate``, ``samplers.png`` (:func:`plot_samplers`) into ``out_dir``; returns the
     markdown ("" when it is not a study) and the files written. ``run_dirs`` lets a repair study
     find its source runs' cost of learning from scratch."""
     groups = seed_metrics(records)
-    found = [c for axis in axes(groups) for c in curves(records, axis)]
+    done = done_of(run_dirs)
+    found = [c for axis in axes(groups) for c in curves(records, axis, done)]
     if not found:
         return "", {}
     md = "# Mitigation study\n\n" + markdown(found, learning_steps(run_dirs))
@@ -437,6 +517,9 @@ def write_mitigation(records: list[dict[str, Any]], out_dir: Path,
              "thresholds": out_dir / "thresholds.png"}
     paths["mitigation_md"].write_text(md, encoding="utf-8")
     figs = {"mitigation": plot(found), "thresholds": plot_thresholds(found)}
+    by_sampler = plot_samplers(found)
+    if by_sampler is not None:
+        figs["samplers"], paths["samplers"] = by_sampler, out_dir / "samplers.png"
     from torch.utils.tensorboard import SummaryWriter
 
     from capgap.eval.figures import DPI, rgb

@@ -32,7 +32,7 @@ from capgap.agents import rung as rung_of
 from capgap.envs import format_dials, parse_dials
 from capgap.eval.metrics import LEARNED, by_split, load_episodes, per_seed, stop_step
 from capgap.eval.stats import interval, scaling_rows, verdict_table
-from capgap.eval.table import ci, markdown
+from capgap.eval.table import ci, markdown, steps, steps_ci
 
 VIEW_METRICS = ("C_test", "A_test", "gap_test", "proxy_test", "C_hat_test", "A_hat_test", "proxy_hat_test", "A_train")
 """The per-rung columns of the study's tables."""
@@ -162,16 +162,11 @@ def references(env: str, dials: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _steps(v: float) -> str:
-    return "n/a" if math.isnan(v) else f"{v / 1e6:.2f}M" if abs(v) >= 1e6 else f"{v / 1e3:.0f}k"
-
-
 def _steps_ci(row: dict[str, Any]) -> str:
     """Steps to learn as ``845k [600k, 1.09M]`` (``(1 seed)`` when one seed learned)."""
-    m, lo, hi = row["steps_to_learn"], row["steps_to_learn_lo"], row["steps_to_learn_hi"]
-    if row["n_learned"] == 1 or math.isnan(lo):
-        return f"{_steps(m)} (1 seed)" if row["n_learned"] == 1 else _steps(m)
-    return f"{_steps(m)} [{_steps(lo)}, {_steps(hi)}]"
+    if row["n_learned"] == 0:
+        return steps(row["steps_to_learn"])
+    return steps_ci(row["steps_to_learn"], row["steps_to_learn_lo"], row["steps_to_learn_hi"], row["n_learned"])
 
 
 def markdown_report(seeds: list[Seed], unfinished: int) -> str:
@@ -203,7 +198,7 @@ def markdown_report(seeds: list[Seed], unfinished: int) -> str:
                             *(ci(r[m], r[f"{m}_lo"], r[f"{m}_hi"], n=r["n_learned"]) if r["n_learned"] else "-"
                               for m in VIEW_METRICS)] for r in env_rows])
         step = next((r["step"] for r in eq if r["env"] == env), None)
-        lines += ["", f"**At equal env steps** ({_steps(float(step)) if step is not None else 'n/a'}, every seed):",
+        lines += ["", f"**At equal env steps** ({steps(float(step)) if step is not None else 'n/a'}, every seed):",
                   ""]
         lines += markdown(["rung", "n", "train A", "test C", "test A", "gap", "proxy"],
                           [[r["rung"], str(r["n"]), *(ci(r[m], r[f"{m}_lo"], r[f"{m}_hi"], n=r["n"]) for m in
@@ -271,9 +266,9 @@ def figures(seeds: list[Seed]) -> dict[str, Any]:
     for ax, (env, g) in zip(axes, groups.items(), strict=False):
         for i, ((_, rung), v) in enumerate(g.items()):
             colour = cmap(i / max(len(g) - 1, 1))
-            steps = sorted(set.intersection(*(set(s.curve) for s in v)))
+            common = sorted(set.intersection(*(set(s.curve) for s in v)))
             for m, style in (("C_test", "-"), ("A_test", "--")):
-                ax.plot(steps, [np.mean([s.curve[t][m] for s in v]) for t in steps], style, color=colour,
+                ax.plot(common, [np.mean([s.curve[t][m] for s in v]) for t in common], style, color=colour,
                         label=f"{rung} {m}")
         ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel="test split", title=env.split("/")[-1])
         ax.legend(fontsize=5, ncol=2)

@@ -35,6 +35,20 @@ def ci(mean: float, lo: float, hi: float, digits: int = 2, n: int | None = None)
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def steps(v: float) -> str:
+    """Env steps as ``845k`` or ``1.09M`` (``n/a`` for NaN)."""
+    return "n/a" if _missing(v) else f"{v / 1e6:.2f}M" if abs(v) >= 1e6 else f"{v / 1e3:.0f}k"
+
+
+def steps_ci(mean: float, lo: float, hi: float, n: int) -> str:
+    """Steps with their interval, ``845k [600k, 1.09M]``; ``(1 seed)`` for one; ``never`` for none."""
+    if n == 0:
+        return "never"
+    if n == 1 or _missing(lo) or _missing(hi):
+        return f"{steps(mean)} (1 seed)" if n == 1 else steps(mean)
+    return f"{steps(mean)} [{steps(lo)}, {steps(hi)}]"
+
+
 def markdown(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     """The lines of a markdown table: the header, its rule, one line per row (cells ``str()``-ed)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

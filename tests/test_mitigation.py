@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capgap.eval.mitigation import Point, axes, curves, threshold
+from capgap.eval.mitigation import Point, axes, curves, markdown, plot_samplers, threshold
 from capgap.train.cli import main
 
 TRAIN = ["--total-steps", "8192", "--eval-every", "4096", "--eval-episodes", "16", "--num-envs", "64",
@@ -78,6 +78,26 @@ def test_every_sampler_is_measured_against_the_dr_arms_original_task() -> None:
     assert threshold(plr_curve.points)[0] == math.inf
     (alone,) = curves(plr, "p_disambiguate")  # no dr arm in the sweep: its own p = 0 arm, and it says so
     assert alone.reference == "train A of the p_disambiguate=0 arm" and threshold(alone.points)[0] == 0.1
+
+
+def test_runs_trained_to_competence_show_how_many_learned_and_when(tmp_path: Path) -> None:
+    """With ``done.json`` of runs trained to competence, each point says how many seeds learned and their
+    steps to learn; a sampler sweep gets its side-by-side figure."""
+    recs = []
+    for setting in ("", "sampler=plr-oracle"):
+        for seed in (0, 1):
+            for p in (0, 0.1):
+                recs += [{**r, "setting": setting, "run": f"{setting}p{p}s{seed}"} for r in records(p, seed, 1.0, 0.5)]
+    done = {f"{setting}p{p}s{seed}": {"until_learned": True, "learned": not (setting and seed),
+                                      "learned_at": None if setting and seed else 100_000 * (seed + 1)}
+            for setting in ("", "sampler=plr-oracle") for seed in (0, 1) for p in (0, 0.1)}
+    dr, plr = curves(recs, "p_disambiguate", done)
+    assert dr.points[0].learning() == (2, 2, pytest.approx((150_000, -485_310, 785_310), abs=1))
+    assert plr.points[1].learning()[:2] == (1, 2)
+    md = markdown([dr, plr])
+    assert "| learned | steps to learn |" in md and "150k [" in md and "100k (1 seed)" in md
+    assert "steps to learn" not in markdown(curves(recs, "p_disambiguate"))  # a fixed budget: no such columns
+    assert plot_samplers([dr, plr]) is not None and plot_samplers([dr]) is None
 
 
 def test_a_point_holds_every_seed_where_it_stopped() -> None:
