@@ -43,6 +43,7 @@ import numpy as np
 
 from capgap.envs import parse_dials
 from capgap.eval.metrics import LEARNED, mean_ci, per_seed
+from capgap.eval.records import SETTING_KEYS
 from capgap.eval.table import ci, steps_ci
 from capgap.eval.table import markdown as table
 
@@ -434,10 +435,11 @@ def _sampler(rest: str) -> str:
     return next((part.split("=", 1)[1] for part in rest.split(",") if part.startswith("sampler=")), "dr")
 
 
-def plot_samplers(curve_list: list[Curve]) -> Any:
+def plot_samplers(curve_list: list[Curve], random_a: Any = None) -> Any:
     """The level samplers side by side: per (env, rung, other settings) a panel of test A (solid, with
     its CI band) and the test proxy rate (dashed) against ``p_disambiguate``, one colour per sampler;
-    None when the curves do not compare samplers."""
+    None when the curves do not compare samplers. ``random_a(env, dials)``: uniform random play's test
+    A with those dials, drawn dotted (``write_mitigation`` passes ``capgap.eval.chance``'s)."""
     from matplotlib import colormaps
 
     from capgap.eval.figures import DPI, grid
@@ -460,6 +462,10 @@ def plot_samplers(curve_list: list[Curve]) -> Any:
             ax.plot(xs, a[:, 0], "o-", color=colour, label=f"{_sampler(c.rest)} test A")
             ax.fill_between(xs, a[:, 1], a[:, 2], color=colour, alpha=0.15)
             ax.plot(xs, proxy, "x--", color=colour, label=f"{_sampler(c.rest)} proxy")
+        if random_a is not None:
+            dials = {k: v for k, v in _params(rest, "").items() if k not in SETTING_KEYS}
+            ax.axhline(random_a(env, {**dials, "p_disambiguate": 0}), color="grey", ls=":",
+                       label="test A, uniform random")
         positive = [p.x for c in group for p in c.points if p.x > 0]
         if positive:
             ax.set_xscale("symlog", linthresh=float(min(positive)))
@@ -517,7 +523,11 @@ def write_mitigation(records: list[dict[str, Any]], out_dir: Path,
              "thresholds": out_dir / "thresholds.png"}
     paths["mitigation_md"].write_text(md, encoding="utf-8")
     figs = {"mitigation": plot(found), "thresholds": plot_thresholds(found)}
-    by_sampler = plot_samplers(found)
+    def random_a(env: str, dials: dict[str, Any]) -> float:
+        from capgap.eval.chance import references
+        return references(env, dials).score("random", "test")["A"]
+
+    by_sampler = plot_samplers(found, random_a)
     if by_sampler is not None:
         figs["samplers"], paths["samplers"] = by_sampler, out_dir / "samplers.png"
     from torch.utils.tensorboard import SummaryWriter

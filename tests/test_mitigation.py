@@ -98,6 +98,10 @@ def test_runs_trained_to_competence_show_how_many_learned_and_when(tmp_path: Pat
     assert "| learned | steps to learn |" in md and "150k [" in md and "100k (1 seed)" in md
     assert "steps to learn" not in markdown(curves(recs, "p_disambiguate"))  # a fixed budget: no such columns
     assert plot_samplers([dr, plr]) is not None and plot_samplers([dr]) is None
+    asked = []
+    fig = plot_samplers([dr, plr], lambda env, dials: asked.append((env, dials)) or 0.3)
+    assert asked == [("E", {"p_disambiguate": 0})]  # chance on the panel's own dials
+    assert any(list(line.get_ydata()) == [0.3, 0.3] for line in fig.axes[0].lines)
 
 
 def test_a_point_holds_every_seed_where_it_stopped() -> None:
