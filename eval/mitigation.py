@@ -461,6 +461,9 @@ def plot_samplers(curve_list: list[Curve], random_a: Any = None) -> Any:
             colour = colours[_sampler(c.rest)]
             ax.plot(xs, a[:, 0], "o-", color=colour, label=f"{_sampler(c.rest)} test A")
             ax.fill_between(xs, a[:, 1], a[:, 2], color=colour, alpha=0.15)
+            short = [i for i, p in enumerate(c.points) if (got := p.learning()) and got[0] < got[1]]
+            if short:  # some seed never learned the task there: hollow, as in the scaling figures
+                ax.plot(xs[short], a[short, 0], "o", mfc="white", color=colour, ms=7)
             ax.plot(xs, proxy, "x--", color=colour, label=f"{_sampler(c.rest)} proxy")
         if random_a is not None:
             dials = {k: v for k, v in _params(rest, "").items() if k not in SETTING_KEYS}
@@ -469,7 +472,8 @@ def plot_samplers(curve_list: list[Curve], random_a: Any = None) -> Any:
         positive = [p.x for c in group for p in c.points if p.x > 0]
         if positive:
             ax.set_xscale("symlog", linthresh=float(min(positive)))
-        ax.set(ylim=(-0.05, 1.05), xlabel="p_disambiguate (α)", ylabel="test split")
+            ax.set_xlim(-0.3 * min(positive), 1.3 * max(positive))
+        ax.set(ylim=(-0.05, 1.05), xlabel="p_disambiguate (α); hollow: not every seed learned", ylabel="test split")
         ax.set_title(f"{env.split('/')[-1]} {rung} ({params:,})" + (f"\n{rest}" if rest else ""), fontsize=7)
         ax.legend(fontsize=6)
     fig.set_dpi(DPI)
