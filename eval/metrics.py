@@ -224,13 +224,19 @@ def _seed_key(r: dict[str, Any]) -> tuple:
     return (*(r.get(k, OPTIONAL_KEYS.get(k)) for k in GROUP_KEYS[:-1]), int(r["seed"]))
 
 
-def _seed_last(records: list[dict[str, Any]]) -> dict[tuple, int]:
-    """(env, dials, setting, rung, seed) -> that seed's largest evaluated step."""
-    last: dict[tuple, int] = {}
+def _last(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[tuple, tuple[int, int]]]:
+    """The records of each seed's largest step, relabelled with its group's largest such step (copies),
+    and per (env, dials, setting, rung) the (earliest, latest) step at which one of its seeds stopped."""
+    seed_last: dict[tuple, int] = {}
     for r in records:
         key = _seed_key(r)
-        last[key] = max(last.get(key, r["step"]), r["step"])
-    return last
+        seed_last[key] = max(seed_last.get(key, r["step"]), r["step"])
+    span: dict[tuple, tuple[int, int]] = {}
+    for key, step in seed_last.items():
+        first, last = span.get(key[:-1], (step, step))
+        span[key[:-1]] = min(first, step), max(last, step)
+    kept = [{**r, "step": span[key[:-1]][1]} for r in records if r["step"] == seed_last[key := _seed_key(r)]]
+    return kept, span
 
 
 def last_evaluations(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -242,26 +248,17 @@ def last_evaluations(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     largest step holds only the seeds that trained longest (often one); a sweep's final table must
     instead hold every seed where it stopped. The relabelled records are copies; ``records`` is left
     as it was."""
-    records = list(records)
-    seed_last = _seed_last(records)
-    group_last: dict[tuple, int] = {}
-    for key, step in seed_last.items():
-        group_last[key[:-1]] = max(group_last.get(key[:-1], step), step)
-    return [{**r, "step": group_last[key[:-1]]} for r in records
-            if r["step"] == seed_last[key := _seed_key(r)]]
+    return _last(list(records))[0]
 
 
 def compute_final(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (env, dials, setting, rung): every seed at its own final evaluation
     (:func:`last_evaluations`), with the keys of :func:`compute` and ``first_step``: ``step`` is the
     latest seed's final step, ``first_step`` the earliest's (they differ when seeds stopped apart)."""
-    records = list(records)
-    first: dict[tuple, int] = {}
-    for key, step in _seed_last(records).items():
-        first[key[:-1]] = min(first.get(key[:-1], step), step)
-    rows = compute(last_evaluations(records))
+    kept, span = _last(list(records))
+    rows = compute(kept)
     for row in rows:
-        row["first_step"] = first[tuple(row[k] for k in GROUP_KEYS[:-1])]
+        row["first_step"] = span[tuple(row[k] for k in GROUP_KEYS[:-1])][0]
     return rows
 
 
