@@ -245,6 +245,31 @@ def slope_ci(log10_params: Sequence[float], values: Sequence[Iterable[float]], c
     return slope, slope - half, slope + half
 
 
+def difference(a: Iterable[float], b: Iterable[float], confidence: float = CONFIDENCE
+               ) -> tuple[float, float, float]:
+    """(d, lo, hi): the difference of means ``mean(a) - mean(b)`` of two independent groups of seeds
+    (two arms of a study at one point) and its Welch t-interval, ``d ± t(df) · √(s_a²/n_a + s_b²/n_b)``
+    with Welch-Satterthwaite df. NaNs are dropped first.
+
+    A group with no values: all NaN. A group with one seed has no variance estimate: (d, nan, nan).
+    Both groups' seeds exactly equal within each group: zero width, the only way to it; otherwise
+    the width grows with either group's spread.
+    """
+    x, y = _finite(a), _finite(b)
+    if x.size == 0 or y.size == 0:
+        return math.nan, math.nan, math.nan
+    d = float(x.mean() - y.mean())
+    if x.size < 2 or y.size < 2:
+        return d, math.nan, math.nan
+    if np.all(x == x[0]) and np.all(y == y[0]):
+        return d, d, d
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    var = float(va + vb)
+    df = var * var / sum(v * v / (n - 1) for v, n in ((va, x.size), (vb, y.size)) if v > 0)
+    half = float(st.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(var)
+    return d, d - half, d + half
+
+
 def verdict(slope: float, lo: float, hi: float, flat_band: float = FLAT_BAND) -> str:
     """A trend in words from its interval [lo, hi] and the flat band ±``flat_band``:
 

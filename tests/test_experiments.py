@@ -39,3 +39,24 @@ def test_family_comparison_reads_steps_to_learn_and_measures_speed(tmp_path: Pat
     out = capsys.readouterr().out
     assert "| conv | nano | 441 | 7 | 0 | not by 8,192 |" in out and "| 1,000 | > 0.1 min |" in out, out
     assert real_sps("capgap/CheeseCorner-v0", "nano", "conv", ("size=7", "max_steps=40"), 1, iterations=3) > 0
+
+
+def test_arm_difference_pairs_points_and_tells_apart_only_arms_that_differ() -> None:
+    from capgap.eval.mitigation import Point
+
+    ad = load("arm_difference")
+
+    def pt(x: float, a: list[float]) -> Point:
+        return Point(x, {s: {"A_test": v} for s, v in enumerate(a)}, 0)
+
+    same = [0.30, 0.32, 0.29, 0.31, 0.30]
+    a = {("capgap/E-v0", "small", 3, 1.0): pt(1, same), ("capgap/E-v0", "small", 3, 10.0): pt(10, [0.6, 0.62, 0.58]),
+         ("capgap/E-v0", "small", 3, 100.0): pt(100, [0.7])}
+    b = {("capgap/E-v0", "small", 3, 1.0): pt(1, [v + 0.005 for v in same]),
+         ("capgap/E-v0", "small", 3, 10.0): pt(10, [0.3, 0.31, 0.29, 0.3])}
+    rows = ad.rows(a, b, "A_test")
+    assert [r[2] for r in rows] == [1.0, 10.0]  # only the points both arms hold
+    (_, _, _, na, ma, nb, mb, d0), (*_, d1) = rows
+    assert (na, nb) == (5, 5) and ma == pytest.approx(sum(same) / 5) and mb == pytest.approx(ma + 0.005)
+    assert d0[1] < 0 < d0[2]  # arms that agree: the interval holds 0
+    assert d1[1] > 0 and d1[0] == pytest.approx(0.6 - 0.3)  # arms that differ: it excludes 0

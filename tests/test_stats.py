@@ -140,6 +140,23 @@ def test_slope_ci_widens_when_seeds_disagree() -> None:
     assert width(stats.slope_ci(X, values)) > 0
 
 
+def test_difference_by_hand_degenerate_and_disagreeing() -> None:
+    a, b = [0.5, 0.6, 0.7], [0.3, 0.3, 0.4, 0.2]
+    d, lo, hi = stats.difference(a, b)
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)
+    half = st.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert d == pytest.approx(0.3) and (lo, hi) == pytest.approx((0.3 - half, 0.3 + half))
+    assert stats.difference([0.4] * 3, [0.1] * 5) == pytest.approx((0.3, 0.3, 0.3))  # seeds agree exactly
+    widths = [width(stats.difference([0.4 - s, 0.4, 0.4 + s], [0.1, 0.1, 0.1])) for s in (0.0, 0.01, 0.1)]
+    assert widths[0] == 0 < widths[1] < widths[2]  # the spread of either group widens it
+    assert width(stats.difference([0.4, 0.4], [0.0, 0.2])) > 0
+    d, lo, hi = stats.difference([0.4], [0.1, 0.2])
+    assert d == pytest.approx(0.25) and math.isnan(lo) and math.isnan(hi)  # one seed: no interval
+    assert all(math.isnan(v) for v in stats.difference([], [0.1, 0.2]))
+    assert stats.difference([0.5, math.nan, 0.7], [0.1, 0.3])[0] == pytest.approx(0.4)  # NaNs dropped
+
+
 def test_slope_ci_by_hand_and_edges() -> None:
     x = [3.0, 4.0, 5.0]
     values = [[0.1, 0.2], [0.3, 0.3, 0.3], [0.5, 0.6, 0.7]]
