@@ -8,7 +8,8 @@ curves: ``repair_levels``, ``num_levels``, ``p_disambiguate``, ...); the two arm
 axes (the mixed repair recipe grids ``repair_levels``, the older one ``num_levels``). Points are
 paired by (env, rung, axis value), each seed at its final evaluation, and the difference of means
 gets a Welch t-interval over the two groups of seeds (``capgap.eval.stats.difference``). Where a
-sweep grids ``sampler``, ``--where sampler=plr-oracle`` picks one arm out of it.
+sweep grids ``sampler``, ``--where-a sampler=plr-oracle`` picks one arm out of it. ``--plot PATH``
+draws each metric against the axis, one panel per rung, arm A solid and arm B dashed, with 95% bands.
 """
 
 from __future__ import annotations
@@ -66,6 +67,35 @@ def _d(d: tuple[float, float, float]) -> str:
     return f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]"
 
 
+def plot(a: dict[Key, Point], b: dict[Key, Point], metrics_: list[str], labels: tuple[str, str],
+         xlabel: str = "x") -> object:
+    """One panel per (env, rung) both arms hold: each metric's mean and 95% band against the axis
+    (log x), arm A solid with dots, arm B dashed with crosses; dotted, uniform random play's test A on
+    the env at its default dials."""
+    import numpy as np
+
+    from capgap.eval.chance import references
+    from capgap.eval.figures import grid
+
+    panels = sorted({k[:3] for k in set(a) & set(b)}, key=lambda k: (k[0], k[2]))
+    fig, axs = grid(len(panels))
+    colours = ("tab:orange", "tab:blue", "tab:red", "tab:green", "tab:purple")
+    for ax, (env, rung, idx) in zip(axs, panels, strict=False):
+        for arm_points, style, label in ((a, "o-", labels[0]), (b, "x--", labels[1])):
+            pts = sorted((k[3], p) for k, p in arm_points.items() if k[:3] == (env, rung, idx))
+            xs = np.array([x for x, _ in pts])
+            for metric, colour in zip(metrics_, colours, strict=False):
+                ci = np.array([p.ci(metric) for _, p in pts])
+                ax.plot(xs, ci[:, 0], style, color=colour, label=f"{metric}, {label}")
+                ax.fill_between(xs, ci[:, 1], ci[:, 2], color=colour, alpha=0.12)
+        ax.axhline(references(env, {}).score("random", "test")["A"], color="grey", ls=":",
+                   label="A_test, uniform random play")
+        ax.set_xscale("log")
+        ax.set(ylim=(-0.05, 1.05), xlabel=xlabel, title=f"{env.split('/')[-1]} {rung}")
+        ax.legend(fontsize=6)
+    return fig
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--a", nargs="+", type=Path, required=True, help="arm A: evaluated sweep dirs")
@@ -73,6 +103,8 @@ def main() -> None:
     ap.add_argument("--where-a", default="", help="keep arm A's curves with these settings, e.g. sampler=plr-oracle")
     ap.add_argument("--where-b", default="", help="the same for arm B")
     ap.add_argument("--metrics", nargs="+", default=["A_test"], help="per-seed metrics, e.g. A_test C_train")
+    ap.add_argument("--labels", nargs=2, default=("A", "B"), help="the two arms' names in the figure")
+    ap.add_argument("--plot", type=Path, help="write the figure here (PNG)")
     args = ap.parse_args()
     axis_a, a = arm(args.a, args.where_a)
     axis_b, b = arm(args.b, args.where_b)
@@ -84,6 +116,11 @@ def main() -> None:
         print("| env | rung | x | A (n) | B (n) | A − B [95% CI] |\n|---|---|---:|---|---|---|")
         for env, rung, x, na, ma, nb, mb, d in rows(a, b, metric):
             print(f"| {env.split('/')[-1]} | {rung} | {x:g} | {ma:.2f} ({na}) | {mb:.2f} ({nb}) | {_d(d)} |")
+    if args.plot:
+        from capgap.eval.figures import DPI
+
+        plot(a, b, args.metrics, tuple(args.labels), f"{axis_a} (A), {axis_b} (B)").savefig(args.plot, dpi=DPI)
+        print(f"\nfigure: {args.plot}")
 
 
 if __name__ == "__main__":
