@@ -25,6 +25,8 @@ from capgap.eval.mitigation import Point
 
 Key = tuple[str, str, int, float]
 """(env, rung, rung index, axis value)."""
+DEFAULTS: dict[str, str] = {"sampler": "dr"}
+"""Settings that records leave out at their default value, so that ``--where-b sampler=dr`` finds them."""
 
 
 def arm(paths: list[Path], where: str = "") -> tuple[str, dict[Key, Point]]:
@@ -34,19 +36,29 @@ def arm(paths: list[Path], where: str = "") -> tuple[str, dict[Key, Point]]:
     if not files:
         raise SystemExit(f"arm_difference: no evaluated runs under {', '.join(map(str, paths))}; "
                          "run capgap eval on them first")
-    records = metrics.load_episodes(files)
     runs = [r for p in paths for r in find_runs(p)]
-    done = mitigation.done_of(runs)
+    return arm_of(metrics.load_episodes(files), ", ".join(map(str, paths)), where, mitigation.done_of(runs))
+
+
+def arm_of(records: list[dict], name: str, where: str = "", done: dict | None = None
+           ) -> tuple[str, dict[Key, Point]]:
+    """:func:`arm` on episode records (``name`` says where they came from in errors)."""
     axes = mitigation.axes(mitigation.seed_metrics(records))
     if len(axes) != 1:
-        raise SystemExit(f"arm_difference: {', '.join(map(str, paths))} varies along {axes or 'no axis'}; "
-                         "give the sweeps of one axis")
+        raise SystemExit(f"arm_difference: {name} varies along {axes or 'no axis'}; give the sweeps of one axis")
     want = [w for w in where.split(",") if w]
     points: dict[Key, Point] = {}
     for curve in mitigation.curves(records, axes[0], done):
-        if all(w in curve.rest.split(",") for w in want):
+        rest = [p for p in curve.rest.split(",") if p]
+        rest += [f"{k}={v}" for k, v in DEFAULTS.items() if not any(p.startswith(f"{k}=") for p in rest)]
+        if all(w in rest for w in want):
             for pt in curve.points:
-                points[(curve.env, curve.rung, curve.rung_index, pt.x)] = pt
+                key = (curve.env, curve.rung, curve.rung_index, pt.x)
+                if key in points:
+                    raise SystemExit(f"arm_difference: two arms of {name} share "
+                                     f"{curve.env} {curve.rung} {axes[0]}={pt.x:g}; pick one with --where-a/-b "
+                                     "(e.g. sampler=dr)")
+                points[key] = pt
     return axes[0], points
 
 

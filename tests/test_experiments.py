@@ -60,3 +60,24 @@ def test_arm_difference_pairs_points_and_tells_apart_only_arms_that_differ() -> 
     assert (na, nb) == (5, 5) and ma == pytest.approx(sum(same) / 5) and mb == pytest.approx(ma + 0.005)
     assert d0[1] < 0 < d0[2]  # arms that agree: the interval holds 0
     assert d1[1] > 0 and d1[0] == pytest.approx(0.6 - 0.3)  # arms that differ: it excludes 0
+
+
+def test_arm_difference_picks_an_arm_out_of_a_sweep_and_refuses_an_ambiguous_one() -> None:
+    ad = load("arm_difference")
+
+    def recs(setting: str, p: float, seed: int, a_test: float, n: int = 20) -> list[dict]:
+        run = {"env": "capgap/E-v0", "dials": f"p_disambiguate={p}", "setting": setting, "rung": "small",
+               "rung_index": 3, "params": 1, "step": 100, "seed": seed}
+        return [{**run, "split": split, "goal_score": float(i < a * n), "capability_score": 1.0, "outcome": "goal"}
+                for split, a in (("train", 1.0), ("test", a_test)) for i in range(n)]
+
+    arms = lambda p: (("", 0.3 + p * 10), ("sampler=plr-oracle", 0.5))  # noqa: E731
+    sweep = [r for seed in (0, 1, 2) for p in (0, 0.01) for setting, a in arms(p)
+             for r in recs(setting, p, seed, a + 0.05 * seed)]
+    axis, dr = ad.arm_of(sweep, "sweep", "sampler=dr")  # dr is the default: records leave it out
+    _, plr = ad.arm_of(sweep, "sweep", "sampler=plr-oracle")
+    assert axis == "p_disambiguate" and set(dr) == set(plr) == {("capgap/E-v0", "small", 3, x) for x in (0.0, 0.01)}
+    (*_, d0), (*_, d1) = ad.rows(plr, dr, "A_test")
+    assert d0[0] == pytest.approx(0.2) and d1[0] == pytest.approx(0.1)
+    with pytest.raises(SystemExit, match="two arms of sweep share"):
+        ad.arm_of(sweep, "sweep")
