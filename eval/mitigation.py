@@ -378,6 +378,7 @@ def markdown(curve_list: list[Curve], learned: dict[tuple[str, str, int], int | 
         lines += table(head, rows)
         lines += ["", "x* is inf (\"> max\") where no value of the grid reached the bar. *not learned*: the "
                   f"baseline's train A < {LEARNED}, so its test failures are not goal misgeneralisation.", ""]
+        lines += sampler_advantage(cs)
         for c in cs:
             lines += [f"### {c.env.split('/')[-1]} · {c.rung} ({c.params:,} params)" + (f" · {c.rest}" if c.rest
                                                                                           else ""), ""]
@@ -397,6 +398,41 @@ def markdown(curve_list: list[Curve], learned: dict[tuple[str, str, int], int | 
             lines += table(head, rows)
             lines.append("")
     return "\n".join(lines)
+
+
+def _signed(d: tuple[float, float, float]) -> str:
+    if math.isnan(d[0]):
+        return ""
+    return f"{d[0]:+.2f}" + ("" if math.isnan(d[1]) else f" [{d[1]:+.2f}, {d[2]:+.2f}]")
+
+
+def sampler_advantage(curve_list: list[Curve], metric: str = "A_test") -> list[str]:
+    """Where a sweep grids level samplers: per (env, rung) and sampler, each point's ``metric`` minus
+    that of the ``dr`` arm at the same axis value (difference of means over seeds, Welch 95% interval:
+    :func:`capgap.eval.stats.difference`), † where not every seed of either arm learned its task.
+    No lines where there is no ``dr`` arm to compare with."""
+    from capgap.eval.stats import difference
+
+    dr = {(c.env, c.rest, c.rung): c for c in curve_list if "sampler=" not in c.rest}
+    pairs = [(c, dr[(c.env, _without_sampler(c.rest), c.rung)]) for c in curve_list
+             if "sampler=" in c.rest and (c.env, _without_sampler(c.rest), c.rung) in dr]
+    if not pairs:
+        return []
+    xs = sorted({p.x for c, ref in pairs for p in c.points + ref.points})
+
+    def cell(c: Curve, ref: Curve, x: float) -> str:
+        a = next((p for p in c.points if p.x == x), None)
+        b = next((p for p in ref.points if p.x == x), None)
+        if a is None or b is None:
+            return ""
+        d = difference([s[metric] for s in a.seeds.values()], [s[metric] for s in b.seeds.values()])
+        partial = any((got := p.learning()) is not None and got[0] < got[1] for p in (a, b))
+        return _signed(d) + (" †" if partial else "")
+
+    rows = [[c.env.split("/")[-1], c.rung, _sampler(c.rest), *(cell(c, ref, x) for x in xs)] for c, ref in pairs]
+    return [f"### {metric}: each sampler − `dr` at the same {curve_list[0].axis} (difference of means, Welch 95% "
+            "CI over seeds; † not every seed of both arms learned)", "",
+            *table(["env", "rung", "sampler", *(_x(x) for x in xs)], rows), ""]
 
 
 def _steps(v: float) -> str:

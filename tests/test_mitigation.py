@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capgap.eval.mitigation import Point, axes, curves, markdown, plot_samplers, threshold
+from capgap.eval.mitigation import Point, axes, curves, markdown, plot_samplers, sampler_advantage, threshold
 from capgap.train.cli import main
 
 TRAIN = ["--total-steps", "8192", "--eval-every", "4096", "--eval-episodes", "16", "--num-envs", "64",
@@ -233,3 +233,29 @@ def test_the_report_recognises_dial_and_repair_sweeps(source: Path, repair: Path
     capsys.readouterr()
     assert main(["report", str(plain)]) == 0
     assert "Mitigation" not in capsys.readouterr().out and not (plain / "report" / "mitigation.md").exists()
+
+
+def test_the_report_gives_each_samplers_advantage_over_dr_with_its_interval() -> None:
+    """plr-oracle's test A is 0.3 over dr's at p = 0.1 and equal at p = 0; the table says so, with an
+    interval that excludes 0 only where the arms differ; without a dr arm there is no table."""
+    def arm(setting: str, a_at: dict[float, float]) -> list[dict]:
+        return [{**r, "setting": setting} for seed in (0, 1, 2) for p, a in a_at.items()
+                for r in records(p, seed, 1.0, a + 0.05 * seed)]
+
+    dr, plr = arm("", {0: 0.2, 0.1: 0.3}), arm("sampler=plr-oracle", {0: 0.2, 0.1: 0.6})
+    lines = sampler_advantage(curves(dr + plr, "p_disambiguate"))
+    assert lines[0].startswith("### A_test: each sampler − `dr` at the same p_disambiguate")
+    (row,) = [line for line in lines if "plr-oracle" in line]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["E", "nano", "plr-oracle"]
+    (d0, lo0, hi0), (d1, lo1, _) = (map(float, c.replace("[", "").replace("]", "").replace(",", " ").split())
+                                      for c in cells[3:5])
+    assert d0 == pytest.approx(0) and lo0 < 0 < hi0  # equal arms: the interval holds 0
+    assert d1 == pytest.approx(0.3) and lo1 > 0  # plr-oracle ahead: it excludes 0
+    assert sampler_advantage(curves(plr, "p_disambiguate")) == []
+    noisy = arm("sampler=plr-oracle", {0: 0.2, 0.1: 0.6})
+    noisy = [{**r, "goal_score": float(r["seed"] == 1 and r["split"] == "test")} if r["dials"] == "p_disambiguate=0"
+             else r for r in noisy]
+    (row,) = [line for line in sampler_advantage(curves(dr + noisy, "p_disambiguate")) if "plr-oracle" in line]
+    lo, hi = map(float, row.split("|")[4].split("[")[1].rstrip("] ").split(","))
+    assert lo < 0 < hi  # disagreeing seeds at p = 0: an interval around the difference, holding 0 here
