@@ -104,5 +104,5 @@ def inspect_run(run_dir: Path, agent: Any, config: dict[str, Any], dials: dict[s
 
 
 def episode_files(path: Path) -> list[Path]:
-    """Every per-episode outcome file under the runs of ``path``."""
-    return sorted(f for run in find_runs(path) for f in (run / "episodes").glob("step_*.jsonl"))
+    """Every per-episode outcome file under the runs of ``path`` (plain, or packed by ``capgap pack``)."""
+    return [f for run in find_runs(path) for f in rundir.episode_logs(run)]

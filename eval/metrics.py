@@ -41,6 +41,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from capgap import rundir
 from capgap.envs import OUTCOMES, SPLITS
 from capgap.eval.records import EPISODE_KEYS, split_key
 from capgap.eval.stats import interval
@@ -110,7 +111,8 @@ META_KEYS: tuple[str, ...] = ("rung_index", "params", "family")
 
 
 def load_episodes(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Read the episode records of JSONL files, in file order; blank lines are skipped.
+    """Read the episode records of JSONL files (plain, or packed as ``.jsonl.xz``), in file order;
+    blank lines are skipped.
 
     Raises ``ValueError`` naming the file and line number for a line that is not a JSON
     object with all of ``EPISODE_KEYS``, or whose ``split`` or ``outcome`` is unknown.
@@ -118,7 +120,7 @@ def load_episodes(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for path in paths:
         path = Path(path)
-        with path.open(encoding="utf-8") as f:
+        with rundir.open_text(path) as f:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue

@@ -157,7 +157,7 @@ def run_facts(run: Path) -> dict[str, Any]:
 
     config, done = rundir.read_config(run), rundir.read_done(run)
     step = int(done["global_step"])
-    final = per_seed(by_split(load_episodes([rundir.episodes_path(run, step)])))
+    final = per_seed(by_split(load_episodes([rundir.find_episodes(run, step)])))
     learned = done.get("learned")
     if learned is None:
         from capgap.eval.scaling import learned_rule

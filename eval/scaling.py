@@ -78,7 +78,7 @@ def load(sweep_dirs: list[Path]) -> tuple[list[Seed], int]:
                 continue
             config, done = rundir.read_config(run), rundir.read_done(run)
             step = int(done["global_step"])
-            final = per_seed(by_split(load_episodes([rundir.episodes_path(run, step)])))
+            final = per_seed(by_split(load_episodes([rundir.find_episodes(run, step)])))
             dials = parse_dials(config["dials"])
             final = chance.references(config["env"], format_dials(dials)).calibrate(final)
             curve: dict[int, dict[str, float]] = defaultdict(dict)

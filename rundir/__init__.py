@@ -7,7 +7,8 @@ trainer holds only PPO and the evaluator imports nothing from it. A run director
     events.out.tfevents.*       TensorBoard
     evals.jsonl                 one line per split per evaluation: {"step", "split", <metrics>}
     inspect.jsonl               one line per evaluation, if inspected: {"step", <run meta>, "seconds", <inspect/*>}
-    episodes/step_<t>.jsonl     one record per evaluation episode (``capgap.eval.records``)
+    episodes/step_<t>.jsonl     one record per evaluation episode (``capgap.eval.records``); in a
+                                packed run (``capgap pack``, :mod:`capgap.rundir.pack`) ``step_<t>.jsonl.xz``
     checkpoints/step_<t>.pt     plain tensors and plain data, loaded with ``weights_only=True``
     done.json                   written last: the run is finished (final step, C and A, steps to learn)
     .lock                       held while a process trains the run
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
+import lzma
 import os
 import re
 import shutil
@@ -297,6 +300,33 @@ def trim_evals(run_dir: Path, step: int) -> None:
 
 def episodes_path(run_dir: Path, step: int) -> Path:
     return run_dir / "episodes" / f"step_{step:010d}.jsonl"
+
+
+PACKED = ".xz"
+"""The suffix of a packed (xz-compressed) episode file: ``episodes/step_<t>.jsonl.xz``."""
+
+
+def find_episodes(run_dir: Path, step: int) -> Path:
+    """The episode file to *read* for the evaluation at ``step``: ``episodes/step_<t>.jsonl``, or its
+    packed form ``step_<t>.jsonl.xz`` where only that exists (a run copied by ``capgap pack``)."""
+    plain = episodes_path(run_dir, step)
+    packed = plain.with_name(plain.name + PACKED)
+    return packed if not plain.exists() and packed.exists() else plain
+
+
+def episode_logs(run_dir: Path) -> list[Path]:
+    """Every episode file of the run, one per evaluated step, oldest first (plain or packed)."""
+    found = {p.name: p for p in (run_dir / "episodes").glob(f"step_*.jsonl{PACKED}")}
+    found |= {p.name + PACKED: p for p in (run_dir / "episodes").glob("step_*.jsonl")}  # plain wins
+    return [found[k] for k in sorted(found)]
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a run's text file for reading, decompressing a packed (``.xz``) one."""
+    path = Path(path)
+    if path.suffix == PACKED:
+        return lzma.open(path, "rt", encoding="utf-8")  # type: ignore[return-value]
+    return path.open(encoding="utf-8")  # type: ignore[return-value]
 
 
 def write_episodes(run_dir: Path, step: int, records: list[dict[str, Any]]) -> Path:

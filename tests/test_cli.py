@@ -76,8 +76,8 @@ def test_help_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "capgap sweep" in capsys.readouterr().out
     assert main(["trian"]) == 2
     assert capsys.readouterr().err.strip() == "capgap: error: unknown command 'trian'; commands: " + ", ".join(
-        ["envs", "show", "certify", "rungs", "train", "sweep", "eval", "report", "inspect", "scaling", "redteam",
-         "monitor", "oversight"])
+        ["envs", "show", "certify", "rungs", "train", "sweep", "eval", "report", "inspect", "scaling", "pack",
+         "redteam", "monitor", "oversight"])
 
 
 def test_one_base_class_for_user_errors() -> None:

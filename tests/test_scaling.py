@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import capgap.envs as E
 from capgap.eval import scaling as S
+from capgap.eval.metrics import load_episodes
 from capgap.train import scaling
 from capgap.train.cli import main
 
@@ -78,6 +79,55 @@ def test_rerunning_the_study_trains_nothing(study: Path, capsys: pytest.CaptureF
     with tiny_study():
         assert main(["scaling", "--out", str(study), *ARGV]) == 0
     assert "every trial has finished" in capsys.readouterr().out
+
+
+@pytest.mark.heavy
+def test_a_packed_study_reports_the_same_and_resumes_after_a_wipe(study: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``capgap pack``: finished runs without weights, ~10x smaller, report the same rows; copied back
+    into a wiped study's place they are finished, and only the run left unfinished trains again."""
+    import shutil
+
+    from capgap.rundir import find_episodes, read_done
+
+    work = tmp_path / "work"
+    shutil.copytree(study, work, ignore=shutil.ignore_patterns("tensorboard", "*.png", "scaling.*"))
+    runs = sorted(p.parent for p in work.rglob("done.json"))
+    unfinished = runs[-1]
+    (unfinished / "done.json").unlink()  # as if killed before its end
+    packed = tmp_path / "results" / "study"
+    assert main(["pack", str(work), str(packed), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert f"packed {len(runs) - 1} finished runs" in said and "1 unfinished left out" in said, said
+    size = sum(f.stat().st_size for f in packed.rglob("*") if f.is_file())
+    assert size * 5 < sum(f.stat().st_size for f in work.rglob("*") if f.is_file())
+    assert not list(packed.rglob("checkpoints")) and not list(packed.rglob("events.out.tfevents.*"))
+    assert not (packed / unfinished.relative_to(work)).exists()
+    assert main(["pack", str(work), str(packed), "--no-progress"]) == 0  # incremental: nothing new
+    assert "packed 0 finished runs" in capsys.readouterr().out
+    # the same records, so the same report
+    a_run = runs[0]
+    step = read_done(a_run)["global_step"]
+    packed_run = packed / a_run.relative_to(work)
+    assert find_episodes(packed_run, step).name.endswith(".jsonl.xz")
+    assert load_episodes([find_episodes(packed_run, step)]) == load_episodes([find_episodes(a_run, step)])
+    for d in (work, packed):
+        assert main(["scaling", "--out", str(d), *ARGV, "--report-only"]) == 0
+    rows = [json.loads((d / "scaling.json").read_text())["rungs"] for d in (work, packed)]
+    assert rows[0] and json.dumps(rows[0]) == json.dumps(rows[1])
+    # a wipe: only the packed copy survives; copied back, the study trains only the unfinished run
+    shutil.rmtree(work)
+    assert main(["pack", str(packed), str(work), "--no-progress"]) == 0
+    capsys.readouterr()
+    with tiny_study():
+        assert main(["scaling", "--out", str(work), *ARGV]) == 0
+    assert "1 trials to train" in capsys.readouterr().out
+    assert (unfinished / "done.json").exists()
+    assert sum(1 for _ in work.rglob("checkpoints")) == 1
+    assert main(["pack", str(work), str(packed), "--no-progress"]) == 0
+    assert "packed 1 finished runs" in capsys.readouterr().out
+    assert main(["pack", str(packed), str(packed / "again"), "--no-progress"]) == 2
+    assert "inside" in capsys.readouterr().err
 
 
 def test_the_estimate_is_printed_before_anything_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -120,7 +120,7 @@ def results(sweep: Sweep) -> list[EnvResult]:
     for trial in sweep.trials():
         run_dir = Path(trial.out) / rundir.run_name(config_of(trial))
         done = rundir.read_done(run_dir)
-        records = load_episodes([rundir.episodes_path(run_dir, done["global_step"])])
+        records = load_episodes([rundir.find_episodes(run_dir, done["global_step"])])
         splits = by_split(records)
         key = (trial.env, trial.rung)
         res = by_key.setdefault(key, EnvResult(trial.env, trial.rung, trial.total_steps, [], [], []))

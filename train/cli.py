@@ -8,6 +8,8 @@
     capgap sweep --rungs 0..3 --seeds 0..2 [--grid p_disambiguate=0,0.1] --out DIR [train flags]
     capgap eval DIR [--episodes 512]  evaluate every checkpoint of a run or sweep, both splits
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
+    capgap pack DIR DEST              a study's finished runs without their weights (~10x smaller): to commit,
+                                      report, or copy back and resume after a wipe
     capgap scaling --out DIR          the scaling study: every env, nano..large, trained to competence
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
     capgap redteam RUN_OR_SWEEP ...   search levels where a trained agent fails and the goal-seeker does not
@@ -272,6 +274,25 @@ def cmd_report(argv: list[str]) -> None:
     print(f"view:  tensorboard --logdir {out / 'tensorboard'}")
 
 
+def cmd_pack(argv: list[str]) -> None:
+    from capgap.rundir import pack
+
+    p = argparse.ArgumentParser(
+        prog="capgap pack", description="Copy a study's finished runs without checkpoints and TensorBoard events, "
+        "episode records xz-compressed: small enough to commit (results/), read by capgap report as the study is, "
+        "and copied back (capgap pack results/NAME sweeps/NAME) a wiped study resumes where it stopped. "
+        "Incremental: runs already packed are skipped.")
+    p.add_argument("src", help="a sweep dir, a scaling study dir or a run dir")
+    p.add_argument("dest", help="where the packed copy goes (created; e.g. results/NAME)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    out = pack.pack(a.src, a.dest, progress=not a.no_progress)
+    mb = 1 / 2**20
+    print(f"packed {out.packed} finished runs into {a.dest} ({out.bytes_in * mb:.1f} MB -> {out.bytes_out * mb:.1f} MB)"
+          f"; {out.unchanged} already there; {out.unfinished} unfinished left out"
+          + (" (rerun the study's command to finish them, then pack again)" if out.unfinished else ""))
+
+
 def cmd_inspect(argv: list[str]) -> None:
     from capgap.train.inspect_cli import main as inspect_main
 
@@ -414,6 +435,7 @@ def cmd_oversight(argv: list[str]) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "envs": cmd_envs, "show": cmd_show, "certify": cmd_certify, "rungs": cmd_rungs, "train": cmd_train,
     "sweep": cmd_sweep, "eval": cmd_eval, "report": cmd_report, "inspect": cmd_inspect, "scaling": cmd_scaling,
+    "pack": cmd_pack,
     "redteam": cmd_redteam,
     "monitor": cmd_monitor,
     "oversight": cmd_oversight,
