@@ -113,7 +113,7 @@ def rung_rows(seeds: list[Seed]) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"env": env, "rung": rung, "rung_index": index, "params": group[0].params,
                                    "n": len(group), "n_learned": len(learned)}
             row["steps_to_learn"], row["steps_to_learn_lo"], row["steps_to_learn_hi"] = interval(
-                [float(s.learned_at) for s in learned if s.learned_at is not None])
+                [float(s.learned_at) for s in learned if s.learned_at is not None], support=(0.0, math.inf))
             for m in VIEW_METRICS:
                 row[m], row[f"{m}_lo"], row[f"{m}_hi"] = interval([s.final[m] for s in learned])
                 row[f"all_{m}"], row[f"all_{m}_lo"], row[f"all_{m}_hi"] = interval([s.final[m] for s in group])

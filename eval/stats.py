@@ -122,13 +122,19 @@ def t_bounds(x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[np.ndarray,
     return m, m - half, m + half
 
 
-def interval(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+def interval(values: Iterable[float], confidence: float = CONFIDENCE,
+             support: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean over seeds and its Student-t confidence interval.
 
     NaNs are dropped first. No values: (nan, nan, nan). One value: (m, nan, nan), since one seed
     has no interval (tables print "(1 seed)"). All values exactly equal: (m, m, m), the only way to
     a zero-width interval; any disagreement between seeds gives a positive width that grows with
     their spread and shrinks like t(n-1)/√n.
+
+    ``support``: the (lo, hi) every value can take, e.g. (0, inf) for steps to learn. A t-interval
+    over 2-3 spread-out seeds can reach past it ("339k [-26k, 703k]"), and since the mean of values
+    in the support lies in the support, the interval is cut there: the same coverage, no impossible
+    bound.
     """
     x = _finite(values)
     if x.size == 0:
@@ -139,6 +145,8 @@ def interval(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple[f
     if np.all(x == x[0]):
         return m, m, m
     _, lo, hi = t_bounds(x, confidence)
+    if support is not None:
+        lo, hi = max(lo, support[0]), min(hi, support[1])
     return m, float(lo), float(hi)
 
 

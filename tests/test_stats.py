@@ -48,6 +48,21 @@ def test_interval_disagreeing_seeds_have_width_growing_with_spread() -> None:
     assert round(lo, 2) < 0.3 < round(hi, 2)
 
 
+def test_interval_is_cut_at_the_support_only_where_it_reaches_past_it() -> None:
+    """Steps to learn of 3 spread-out seeds: the t-interval reaches below 0 ("339k [-26k, 703k]" in a
+    KeysChests table); cut at the support it starts at 0, with the same mean and upper end, and an
+    interval inside the support is left as it is."""
+    steps = [101_600.0, 406_400.0, 508_000.0]
+    m, lo, hi = stats.interval(steps)
+    assert lo < 0
+    assert stats.interval(steps, support=(0.0, math.inf)) == (m, 0.0, hi)
+    inside = [400_000.0, 410_000.0, 420_000.0]
+    assert stats.interval(inside, support=(0.0, math.inf)) == stats.interval(inside)
+    rates = [0.8, 0.95, 1.0]  # a rate's interval cut at 1 from above
+    m, lo, hi = stats.interval(rates, support=(0.0, 1.0))
+    assert hi == 1.0 and lo == stats.interval(rates)[1] and stats.interval(rates)[2] > 1
+
+
 def test_mean_ci_delegates_to_interval() -> None:
     v = [0.2, 0.35, 0.3, math.nan]
     assert mean_ci(v) == stats.interval(v)
