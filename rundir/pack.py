@@ -7,7 +7,9 @@ compress about tenfold. ``pack(src, dst)`` copies each *finished* run of ``src``
 
     config.json, done.json, evals.jsonl, inspect.jsonl, ...   copied
     episodes/step_<t>.jsonl                                   -> episodes/step_<t>.jsonl.xz
-    checkpoints/, events.out.tfevents.*, .lock                left out
+    events.out.tfevents.* (TensorBoard)                       -> scalars.jsonl.xz: every scalar
+                                                                 curve, float32-exact, images left out
+    checkpoints/, .lock                                       left out
 
 together with the study's own files outside its runs (``sweep.json``, ...; a ``report/`` is left
 out: ``capgap report`` writes it again, TensorBoard included). Unfinished runs are left out: their
@@ -28,18 +30,22 @@ study again as it grows copies only the new runs.
 
 from __future__ import annotations
 
+import json
 import lzma
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from capgap.envs import RunError
 from capgap.rundir import PACKED, episode_logs
 
 LEFT_OUT_FILES = ("events.out.tfevents.", ".")
-"""Prefixes of a run's top-level files that are not packed: TensorBoard events, ``.lock`` and other
-hidden files."""
+"""Prefixes of a run's top-level files that are not copied: TensorBoard events (their scalars are
+packed as ``SCALARS``), ``.lock`` and other hidden files."""
+SCALARS = "scalars.jsonl.xz"
+"""A packed run's TensorBoard scalars: one line per tag, ``{"tag", "steps", "values"}``."""
 REPORT_DIR = "report"
 """A study's report dir: written again from the records by ``capgap report``, so not packed."""
 
@@ -72,6 +78,34 @@ def find_runs(src: Path) -> list[Path]:
                   if _is_run(p.parent) and REPORT_DIR not in p.relative_to(src).parts)
 
 
+def _write_scalars(run: Path, out: Path) -> None:
+    """Every scalar curve of ``run``'s TensorBoard events (what a resumed run purged, left out, as
+    TensorBoard shows it) to ``out``: values printed with 9 significant digits, so that each reads
+    back as the very float32 TensorBoard stored."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1})
+    ea.Reload()
+    with lzma.open(out, "wt", encoding="utf-8", preset=9) as f:
+        for tag in sorted(ea.Tags()["scalars"]):
+            events = ea.Scalars(tag)
+            f.write(json.dumps({"tag": tag, "steps": [e.step for e in events]})[:-1]
+                    + ', "values": [' + ", ".join(format(e.value, ".9g") for e in events) + "]}\n")
+
+
+def read_scalars(run: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """A packed run's TensorBoard scalars: ``{tag: (steps, values)}`` ({} where it had no events)."""
+    path = Path(run) / SCALARS
+    if not path.is_file():
+        return {}
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    with lzma.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            rec: dict[str, Any] = json.loads(line)
+            out[rec["tag"]] = (rec["steps"], rec["values"])
+    return out
+
+
 def pack_run(src: Path, dst: Path) -> bool:
     """Copy the finished run ``src`` to ``dst``, packed (see the module). Returns False, copying
     nothing, where ``dst`` already holds it with the same ``done.json``. Atomic: the copy is built
@@ -94,6 +128,8 @@ def pack_run(src: Path, dst: Path) -> bool:
         else:
             with f.open("rb") as i, lzma.open(out, "wb", preset=9) as o:
                 shutil.copyfileobj(i, o)
+    if any(src.glob("events.out.tfevents.*")):
+        _write_scalars(src, tmp / SCALARS)
     shutil.copy2(done, tmp / "done.json")  # last, as training writes it
     if dst.exists():
         shutil.rmtree(dst)

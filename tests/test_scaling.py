@@ -88,7 +88,10 @@ def test_a_packed_study_reports_the_same_and_resumes_after_a_wipe(study: Path, t
     into a wiped study's place they are finished, and only the run left unfinished trains again."""
     import shutil
 
+    import numpy as np
+
     from capgap.rundir import find_episodes, read_done
+    from capgap.rundir.pack import read_scalars
 
     work = tmp_path / "work"
     shutil.copytree(study, work, ignore=shutil.ignore_patterns("tensorboard", "*.png", "scaling.*"))
@@ -111,6 +114,14 @@ def test_a_packed_study_reports_the_same_and_resumes_after_a_wipe(study: Path, t
     packed_run = packed / a_run.relative_to(work)
     assert find_episodes(packed_run, step).name.endswith(".jsonl.xz")
     assert load_episodes([find_episodes(packed_run, step)]) == load_episodes([find_episodes(a_run, step)])
+    ea = EventAccumulator(str(a_run), size_guidance={"scalars": 0})
+    ea.Reload()
+    curves = read_scalars(packed_run)  # every TensorBoard scalar, float32-exact
+    assert set(curves) == set(ea.Tags()["scalars"]) and "eval/test/A" in curves
+    for tag, (steps, values) in curves.items():
+        events = ea.Scalars(tag)
+        assert steps == [e.step for e in events]
+        assert np.array_equal(np.float32(values), np.float32([e.value for e in events])), tag
     for d in (work, packed):
         assert main(["scaling", "--out", str(d), *ARGV, "--report-only"]) == 0
     rows = [json.loads((d / "scaling.json").read_text())["rungs"] for d in (work, packed)]

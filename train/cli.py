@@ -8,7 +8,7 @@
     capgap sweep --rungs 0..3 --seeds 0..2 [--grid p_disambiguate=0,0.1] --out DIR [train flags]
     capgap eval DIR [--episodes 512]  evaluate every checkpoint of a run or sweep, both splits
     capgap report DIR                 metrics with CIs over seeds: tables, plots, TensorBoard
-    capgap pack DIR DEST              a study's finished runs without their weights (~10x smaller): to commit,
+    capgap pack DIR DEST              a study's finished runs without their weights (~50x smaller): to commit,
                                       report, or copy back and resume after a wipe
     capgap scaling --out DIR          the scaling study: every env, nano..large, trained to competence
     capgap inspect <what> RUN ...     look inside runs: layers, record, decision, probe, steer, forecast
@@ -278,10 +278,10 @@ def cmd_pack(argv: list[str]) -> None:
     from capgap.rundir import pack
 
     p = argparse.ArgumentParser(
-        prog="capgap pack", description="Copy a study's finished runs without checkpoints and TensorBoard events, "
-        "episode records xz-compressed: small enough to commit (results/), read by capgap report as the study is, "
-        "and copied back (capgap pack results/NAME sweeps/NAME) a wiped study resumes where it stopped. "
-        "Incremental: runs already packed are skipped.")
+        prog="capgap pack", description="Copy a study's finished runs, leaving out checkpoints and compressing "
+        "episode records and TensorBoard scalars (scalars.jsonl.xz) with xz: small enough to commit (results/), "
+        "read by capgap report as the study is, and copied back (capgap pack results/NAME sweeps/NAME) a wiped "
+        "study resumes where it stopped. Incremental: runs already packed are skipped.")
     p.add_argument("src", help="a sweep dir, a scaling study dir or a run dir")
     p.add_argument("dest", help="where the packed copy goes (created; e.g. results/NAME)")
     p.add_argument("--no-progress", action="store_true")
