@@ -182,4 +182,7 @@ def test_a_sampler_grid_is_one_alpha_curve_per_sampler(tmp_path: Path, capsys: p
     assert main(["report", str(out)]) == 0
     md = (out / "report" / "mitigation.md").read_text()
     assert "### CheeseCorner-v0 · nano" in md and "sampler=plr" in md
-    assert md.count("| CheeseCorner-v0") == 2  # two curves in the α* table: one per sampler
+    alpha_table = md.split("## α*")[1].split("###")[0]
+    assert alpha_table.count("| CheeseCorner-v0") == 2  # two curves in the α* table: one per sampler
+    advantage = md.split("### A_test: each sampler − `dr`")[1].split("###")[0]
+    assert advantage.count("| CheeseCorner-v0 | nano | plr |") == 1  # and plr's difference from dr
