@@ -31,6 +31,7 @@ study again as it grows copies only the new runs.
 from __future__ import annotations
 
 import json
+import logging
 import lzma
 import os
 import shutil
@@ -85,7 +86,13 @@ def _write_scalars(run: Path, out: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ea = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 1, "tensors": 1, "histograms": 1})
-    ea.Reload()
+    tb_log = logging.getLogger("tensorboard")   # a resumed run's purge is expected: no "TensorFlow restart" warning
+    level = tb_log.level
+    tb_log.setLevel(logging.ERROR)
+    try:
+        ea.Reload()
+    finally:
+        tb_log.setLevel(level)
     with lzma.open(out, "wt", encoding="utf-8", preset=9) as f:
         for tag in sorted(ea.Tags()["scalars"]):
             events = ea.Scalars(tag)
