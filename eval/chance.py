@@ -78,6 +78,16 @@ class References:
         top = "proxy" if score == "proxy" else "goal"
         return self.score("random", split)[score], self.score(top, split)[score]
 
+    def support(self, metric: str) -> tuple[float, float] | None:
+        """Where a calibrated score (``"A_hat_test"``) can go: the image of its raw rate's [0, 1]
+        (a report's calibrated interval is its raw interval, cut there, mapped through the same affine
+        calibration); None for a raw metric or an empty reference range."""
+        score, _, split = metric.rpartition("_")
+        if not score.endswith("_hat"):
+            return None
+        ends = [normalise(v, *self.anchors(score[:-4], split)) for v in (0.0, 1.0)]
+        return None if any(math.isnan(e) for e in ends) else (min(ends), max(ends))
+
     def calibrate(self, row: dict[str, float]) -> dict[str, float]:
         """``row`` (per-seed metrics with ``C_<split>``, ``A_<split>``, ``proxy_<split>``) plus the
         calibrated scores of every split it has; a score whose reference range is 0 is NaN."""
@@ -211,7 +221,8 @@ def annotate(rows: list[dict[str, Any]], untrained_baseline: bool = True,
         if untrained_baseline:
             init = untrained_seeds(row["env"], row["dials"], row["rung"], row["family"])
             for m in BASELINE_METRICS:
-                row[f"untrained_{m}"], row[f"untrained_{m}_lo"], row[f"untrained_{m}_hi"] = mean_ci(s[m] for s in init)
+                row[f"untrained_{m}"], row[f"untrained_{m}_lo"], row[f"untrained_{m}_hi"] = mean_ci(
+                    (s[m] for s in init), metric=m)
     return rows
 
 

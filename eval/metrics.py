@@ -62,6 +62,25 @@ METRICS: tuple[str, ...] = (
 )
 """The metric names; each output row holds ``m``, ``m + "_lo"`` and ``m + "_hi"`` for each."""
 
+
+
+def support(metric: str) -> tuple[float, float] | None:
+    """The values ``metric`` can take, where they are bounded: [0, 1] for a rate (``C_*``, ``A_*``,
+    ``proxy_*``), [-1, 1] for a gap C - A, [0, inf) for a ratio (``transfer``, ``retention``); None
+    for the calibrated scores, whose range depends on the env's chance references
+    (``capgap.eval.chance.References.support``). A t-interval over a few seeds is cut there
+    (``capgap.eval.stats.interval``): "0.84 [0.65, 1.00]", never "[0.65, 1.02]"."""
+    if metric.startswith("gap_"):
+        return (-1.0, 1.0)
+    if metric in ("transfer", "retention", "steps_to_learn"):
+        return (0.0, math.inf)
+    if "_hat" in metric:
+        return None
+    if metric.split("_")[0] in ("C", "A", "proxy", "neither"):
+        return (0.0, 1.0)
+    return None
+
+
 CALIBRATED_METRICS: tuple[str, ...] = ("C_hat_test", "A_hat_test", "proxy_hat_test")
 """The chance-calibrated scores of the test split (``capgap.eval.chance``, docs/metrics.md): 0 for
 uniform-random play, 1 for the scripted goal-seeker (C, A) or proxy-seeker (proxy)."""
@@ -143,16 +162,18 @@ def load_episodes(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return records
 
 
-def mean_ci(values: Iterable[float], n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def mean_ci(values: Iterable[float], n_resamples: int = 2000, seed: int = 0,
+            metric: str | None = None) -> tuple[float, float, float]:
     """(mean, lo, hi) of the finite values: the mean over seeds and its 95% Student-t interval,
-    :func:`capgap.eval.stats.interval` (why t and not a bootstrap: that module and docs/metrics.md).
+    :func:`capgap.eval.stats.interval` (why t and not a bootstrap: that module and docs/metrics.md),
+    cut at ``metric``'s :func:`support` when it is named.
 
     NaNs are dropped first. No values: all NaN. One value: (m, nan, nan), no interval. All values
     exactly equal: (m, m, m); any disagreement gives a positive width. ``n_resamples`` and ``seed``
     are kept so that callers need not change; the t-interval draws nothing.
     """
     del n_resamples, seed
-    return interval(values)
+    return interval(values, support=support(metric) if metric else None)
 
 
 def by_split(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -214,7 +235,7 @@ def compute(records: Iterable[dict[str, Any]], n_resamples: int = 2000, seed: in
         per_seed_rows = [per_seed(eps) for _, eps in sorted(by_seed.items())]
         for name in METRICS:
             row[name], row[name + "_lo"], row[name + "_hi"] = mean_ci(
-                (s[name] for s in per_seed_rows), n_resamples=n_resamples, seed=seed)
+                (s[name] for s in per_seed_rows), n_resamples=n_resamples, seed=seed, metric=name)
         row |= dict.fromkeys(CHANCE_KEYS, math.nan)
         rows.append({k: row[k] for k in ROW_KEYS})
     rows.sort(key=lambda r: (r["env"], r["dials"], r["setting"], r["rung_index"], r["rung"], r["step"]))

@@ -71,7 +71,7 @@ class Point:
     step: int
 
     def ci(self, metric: str) -> tuple[float, float, float]:
-        return mean_ci(s[metric] for s in self.seeds.values())
+        return mean_ci((s[metric] for s in self.seeds.values()), metric=metric)
 
     def learning(self) -> tuple[int, int, tuple[float, float, float]] | None:
         """Where the runs were trained to competence (``--until-learned``): (seeds that learned, seeds,

@@ -30,7 +30,7 @@ import numpy as np
 from capgap import rundir
 from capgap.agents import rung as rung_of
 from capgap.envs import format_dials, parse_dials
-from capgap.eval.metrics import LEARNED, by_split, load_episodes, per_seed, stop_step
+from capgap.eval.metrics import LEARNED, by_split, load_episodes, per_seed, stop_step, support
 from capgap.eval.stats import interval, scaling_rows, verdict_table
 from capgap.eval.table import ci, markdown, steps, steps_ci
 
@@ -102,6 +102,14 @@ def _groups(seeds: list[Seed]) -> dict[str, dict[tuple[int, str], list[Seed]]]:
     return {env: dict(sorted(g.items())) for env, g in sorted(out.items())}
 
 
+def _support(seed: Seed, metric: str) -> tuple[float, float] | None:
+    """Where ``metric`` can go for ``seed``'s env and dials: a raw metric's :func:`support`, a
+    calibrated score's image of it (``chance.References.support``), as the report cuts them."""
+    from capgap.eval import chance
+
+    return support(metric) or chance.references(seed.env, format_dials(seed.dials)).support(metric)
+
+
 def rung_rows(seeds: list[Seed]) -> list[dict[str, Any]]:
     """One row per (env, rung): n, how many learned, parameters, steps to learn (learned seeds) and
     every ``VIEW_METRICS`` at competence over the learned seeds (``<m>``, ``<m>_lo``, ``<m>_hi``) and
@@ -115,8 +123,10 @@ def rung_rows(seeds: list[Seed]) -> list[dict[str, Any]]:
             row["steps_to_learn"], row["steps_to_learn_lo"], row["steps_to_learn_hi"] = interval(
                 [float(s.learned_at) for s in learned if s.learned_at is not None], support=(0.0, math.inf))
             for m in VIEW_METRICS:
-                row[m], row[f"{m}_lo"], row[f"{m}_hi"] = interval([s.final[m] for s in learned])
-                row[f"all_{m}"], row[f"all_{m}_lo"], row[f"all_{m}_hi"] = interval([s.final[m] for s in group])
+                cut = _support(group[0], m)
+                row[m], row[f"{m}_lo"], row[f"{m}_hi"] = interval([s.final[m] for s in learned], support=cut)
+                row[f"all_{m}"], row[f"all_{m}_lo"], row[f"all_{m}_hi"] = interval(
+                    [s.final[m] for s in group], support=cut)
             rows.append(row)
     return rows
 
@@ -133,9 +143,10 @@ def equal_step_rows(seeds: list[Seed]) -> list[dict[str, Any]]:
                                    "n": len(group), "step": step}
             for m in ("C_test", "A_test", "proxy_test", "A_train"):
                 row[m], row[f"{m}_lo"], row[f"{m}_hi"] = interval(
-                    [s.curve[step][m] for s in group] if step is not None else [])
+                    [s.curve[step][m] for s in group] if step is not None else [], support=support(m))
             row["gap_test"], row["gap_test_lo"], row["gap_test_hi"] = interval(
-                [s.curve[step]["C_test"] - s.curve[step]["A_test"] for s in group] if step is not None else [])
+                [s.curve[step]["C_test"] - s.curve[step]["A_test"] for s in group] if step is not None else [],
+                support=support("gap_test"))
             rows.append(row)
     return rows
 
@@ -234,7 +245,7 @@ def figures(seeds: list[Seed]) -> dict[str, Any]:
         ref = references(env, next(iter(g.values()))[0].dials)
         x = np.array([v[0].params for v in g.values()], dtype=float)
         for m, colour in (("C_test", "tab:blue"), ("A_test", "tab:orange"), ("gap_test", "tab:red")):
-            stats = np.array([interval([s.final[m] for s in v if s.learned]) for v in g.values()])
+            stats = np.array([interval([s.final[m] for s in v if s.learned], support=support(m)) for v in g.values()])
             ax.plot(x, stats[:, 0], "-", color=colour, label=m)
             ax.fill_between(x, stats[:, 1], stats[:, 2], color=colour, alpha=0.2)
             for v in g.values():

@@ -12,6 +12,7 @@ import pytest
 import capgap.envs as E
 from capgap.eval import chance
 from capgap.eval.metrics import CALIBRATED_METRICS, compute, load_episodes, mean_ci, per_seed
+from capgap.eval.stats import interval
 from capgap.rundir import episodes_path
 from capgap.train.ppo import Args, train
 
@@ -55,7 +56,8 @@ def _records(outcomes: dict[int, list[str]]) -> list[dict]:
 
 def test_report_rows_equal_calibrating_each_seed() -> None:
     """annotate maps a row's mean and CI through the calibration; that must equal calibrating each
-    seed and taking its interval (the calibration is affine), ends included."""
+    seed and taking its interval (the calibration is affine), ends included: the raw interval is cut
+    at [0, 1], so the calibrated one at that range's image (``References.support``)."""
     outcomes = {0: ["goal"] * 2 + ["proxy"] * 5 + ["neither"], 1: ["goal"] * 4 + ["proxy"] * 2 + ["neither"] * 2,
                 2: ["proxy"] * 7 + ["neither"], 3: ["neither"] * 5 + ["goal"] * 3}
     records = _records(outcomes)
@@ -64,8 +66,10 @@ def test_report_rows_equal_calibrating_each_seed() -> None:
     seeds = [refs.calibrate(per_seed({s: [r for r in records if r["seed"] == seed and r["split"] == s]
                                       for s in ("train", "test")})) for seed in outcomes]
     for m in CALIBRATED_METRICS:
-        want = mean_ci(s[m] for s in seeds)
+        want = interval([s[m] for s in seeds], support=refs.support(m))
         assert (row[m], row[m + "_lo"], row[m + "_hi"]) == pytest.approx(want, abs=1e-12), m
+    raw = mean_ci(s["C_hat_test"] for s in seeds)  # this case does reach past the support
+    assert raw[2] > refs.support("C_hat_test")[1] and row["C_hat_test_hi"] < raw[2]
     assert row["random_C_test"] == refs.score("random", "test")["C"]
     assert math.isnan(row["untrained_A_test"])  # not asked for
 

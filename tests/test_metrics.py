@@ -21,6 +21,7 @@ from capgap.eval.metrics import (
     last_evaluations,
     load_episodes,
     mean_ci,
+    support,
 )
 
 ENV, LAVA = "capgap/CheeseCorner-v0", "capgap/LavaShift-v0"
@@ -151,6 +152,9 @@ def test_ci_is_the_t_interval_of_the_hand_computed_seed_values(rows: list[dict[s
     for m in METRICS:
         x = np.array(PER_SEED[m])
         lo, hi = st.t.interval(0.95, x.size - 1, loc=x.mean(), scale=st.sem(x))
+        bounds = support(m)  # cut where the metric cannot go (a rate at [0, 1])
+        if bounds is not None:
+            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
         assert (r[m + "_lo"], r[m + "_hi"]) == pytest.approx((lo, hi), rel=1e-9), m
         assert r[m + "_lo"] <= r[m] <= r[m + "_hi"], m
         assert r[m + "_lo"] < r[m + "_hi"], m  # the seeds differ for every metric here

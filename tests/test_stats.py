@@ -63,6 +63,28 @@ def test_interval_is_cut_at_the_support_only_where_it_reaches_past_it() -> None:
     assert hi == 1.0 and lo == stats.interval(rates)[1] and stats.interval(rates)[2] > 1
 
 
+@pytest.mark.parametrize("metric, values, bound", [
+    ("proxy_test", [0.65, 0.95, 1.0], ("hi", 1.0)),        # a rate: [0, 1]
+    ("A_test", [0.0, 0.02, 0.3], ("lo", 0.0)),
+    ("gap_test", [-0.9, -0.99, -0.4], ("lo", -1.0)),      # a gap C - A: [-1, 1]
+    ("retention", [0.01, 0.02, 0.6], ("lo", 0.0)),        # a ratio: [0, inf)
+])
+def test_a_named_metric_is_cut_at_its_support(metric: str, values: list[float], bound: tuple[str, float]) -> None:
+    """A report's rate never reads "0.84 [0.65, 1.02]": ``mean_ci(..., metric=)`` cuts the t-interval
+    where the metric cannot go, and leaves the rest of it as it was."""
+    raw = stats.interval(values)
+    got = mean_ci(values, metric=metric)
+    side, edge = bound
+    assert (raw[1] < edge) if side == "lo" else (raw[2] > edge)  # the raw interval does reach past it
+    assert got == ((raw[0], edge, raw[2]) if side == "lo" else (raw[0], raw[1], edge))
+
+
+def test_calibrated_scores_are_not_cut() -> None:
+    """Â is negative where an agent does worse than chance: no support, the t-interval as it is."""
+    values = [-0.3, 0.1, 0.9]
+    assert mean_ci(values, metric="A_hat_test") == stats.interval(values)
+
+
 def test_mean_ci_delegates_to_interval() -> None:
     v = [0.2, 0.35, 0.3, math.nan]
     assert mean_ci(v) == stats.interval(v)

@@ -87,7 +87,7 @@ class EnvResult:
 
     def stat(self, metric: str) -> tuple[float, float, float]:
         """(mean, lo, hi) over seeds, the 95% t-interval (``metrics.mean_ci``)."""
-        return mean_ci(s[metric] for s in self.per_seed)
+        return mean_ci((s[metric] for s in self.per_seed), metric=metric)
 
     def judge(self) -> None:
         """Calibrate each seed's metrics against chance (``capgap.eval.chance.references``) and check them."""
