@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from capgap.envs import parse_dials
-from capgap.eval.metrics import LEARNED, mean_ci, per_seed
+from capgap.eval.metrics import LEARNED, mean_ci, per_seed, support
 from capgap.eval.records import SETTING_KEYS
 from capgap.eval.stats import interval
 from capgap.eval.table import ci, steps_ci
@@ -80,7 +80,7 @@ class Point:
         if not known:
             return None
         steps = [s["learned_at"] for s in known if s["learned"]]
-        return len(steps), len(known), interval(steps, support=(0.0, math.inf))
+        return len(steps), len(known), interval(steps, support=support("steps_to_learn"))
 
     def spread(self) -> tuple[float, float, int]:
         """(min, max) of test A over seeds, and how many seeds prefer the goal (A_test > proxy_test)."""

@@ -121,7 +121,7 @@ def rung_rows(seeds: list[Seed]) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"env": env, "rung": rung, "rung_index": index, "params": group[0].params,
                                    "n": len(group), "n_learned": len(learned)}
             row["steps_to_learn"], row["steps_to_learn_lo"], row["steps_to_learn_hi"] = interval(
-                [float(s.learned_at) for s in learned if s.learned_at is not None], support=(0.0, math.inf))
+                [float(s.learned_at) for s in learned if s.learned_at is not None], support=support("steps_to_learn"))
             for m in VIEW_METRICS:
                 cut = _support(group[0], m)
                 row[m], row[f"{m}_lo"], row[f"{m}_hi"] = interval([s.final[m] for s in learned], support=cut)
