@@ -63,7 +63,6 @@ METRICS: tuple[str, ...] = (
 """The metric names; each output row holds ``m``, ``m + "_lo"`` and ``m + "_hi"`` for each."""
 
 
-
 def support(metric: str) -> tuple[float, float] | None:
     """The values ``metric`` can take, where they are bounded: [0, 1] for a rate (``C_*``, ``A_*``,
     ``proxy_*``), [-1, 1] for a gap C - A, [0, inf) for a ratio (``transfer``, ``retention``); None

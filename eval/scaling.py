@@ -20,6 +20,7 @@ follower reaches) and uniform random play's (the floor of wandering).
 from __future__ import annotations
 
 import math
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +305,7 @@ def write(out: Path, sweep_dirs: list[Path]) -> str:
                                              "trends": {m: trends(seeds, m) for m in TREND_METRICS}})
     if seeds:
         figs = figures(seeds)
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)  # replaced, as capgap report's: one report's events
         with SummaryWriter(str(out / "tensorboard")) as w:
             for name, fig in figs.items():
                 fig.savefig(out / f"{name}.png", dpi=DPI)

@@ -79,6 +79,8 @@ def test_rerunning_the_study_trains_nothing(study: Path, capsys: pytest.CaptureF
     with tiny_study():
         assert main(["scaling", "--out", str(study), *ARGV]) == 0
     assert "every trial has finished" in capsys.readouterr().out
+    # the report's TensorBoard dir is replaced, not added to: one events file, each curve once
+    assert len(list((study / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 @pytest.mark.heavy
