@@ -32,7 +32,7 @@ from capgap import rundir
 from capgap.agents import rung as rung_of
 from capgap.envs import format_dials, parse_dials
 from capgap.eval.metrics import LEARNED, by_split, load_episodes, per_seed, stop_step, support
-from capgap.eval.stats import interval, scaling_rows, verdict_table
+from capgap.eval.stats import FLAT_BAND, interval, scaling_rows, verdict_table
 from capgap.eval.table import ci, markdown, steps, steps_ci
 
 VIEW_METRICS = ("C_test", "A_test", "gap_test", "proxy_test", "C_hat_test", "A_hat_test", "proxy_hat_test", "A_train")
@@ -219,7 +219,8 @@ def markdown_report(seeds: list[Seed], unfinished: int) -> str:
         lines.append("")
     lines += ["Cells: mean [95% Student-t CI over seeds] (capgap.eval.stats); *learned*: train A >= "
               f"{LEARNED} at two consecutive evaluations before the cap. Figures: `scaling.png` (C, A, gap against "
-              "parameters; hollow = not learned), `steps_to_learn.png`, `curves.png` (C(t), A(t) on the test split).",
+              "parameters; hollow = not learned), `steps_to_learn.png`, `curves.png` (C(t), A(t) on the test split), "
+              "`verdict.png` (every env's slopes and verdicts in one image).",
               ""]
     return "\n".join(lines)
 
@@ -234,8 +235,8 @@ def _index(rung: str) -> int:
 def figures(seeds: list[Seed]) -> dict[str, Any]:
     """``scaling`` (per env: test C, test A and the gap against parameters, CI bands over learned
     seeds, every seed a dot, hollow when not learned; the proxy-seeker's gap dashed, random play's
-    gap and test A dotted), ``steps_to_learn`` and ``curves`` (C(t) solid, A(t) dashed on the test split, one colour
-    per rung)."""
+    gap and test A dotted), ``steps_to_learn``, ``curves`` (C(t) solid, A(t) dashed on the test split, one colour
+    per rung) and ``verdict`` (:func:`verdict_figure`)."""
     from matplotlib import colormaps
 
     from capgap.eval.figures import grid, log_x
@@ -285,7 +286,44 @@ def figures(seeds: list[Seed]) -> dict[str, Any]:
         ax.set(ylim=(-0.05, 1.05), xlabel="env steps", ylabel="test split", title=env.split("/")[-1])
         ax.legend(fontsize=5, ncol=2)
     out["curves"] = fig
+    out["verdict"] = verdict_figure({m: trends(seeds, m) for m in TREND_METRICS})
     return out
+
+
+def verdict_figure(trend_rows: dict[str, list[dict[str, Any]]]) -> Any:
+    """The suite at a glance: per metric a panel, per env a row with its slope per tenfold
+    parameters and 95% CI (a dot without a bar where one rung had a single learned seed), the
+    ±``FLAT_BAND`` band shaded and 0 marked, each row labelled with its verdict and seeds per rung."""
+    from matplotlib.figure import Figure
+
+    from capgap.eval.figures import DPI
+
+    envs = sorted({r["env"] for rows in trend_rows.values() for r in rows})
+    fig = Figure(figsize=(5.2 * len(trend_rows), 0.9 + 0.42 * max(len(envs), 1)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, len(trend_rows), squeeze=False)[0]
+    colours = {"grows": "tab:red", "shrinks": "tab:blue", "flat": "0.35"}
+    for ax, (metric, rows) in zip(axes, trend_rows.items(), strict=True):
+        by_env = {r["env"]: r for r in rows}
+        ax.axvspan(-FLAT_BAND, FLAT_BAND, color="0.9", label=f"flat band ±{FLAT_BAND}")
+        ax.axvline(0, color="0.5", lw=0.8)
+        for y, env in enumerate(envs):
+            r = by_env.get(env)
+            if r is None or math.isnan(r["slope"]):
+                continue
+            colour = colours.get(str(r["verdict"]), "tab:purple")
+            if not math.isnan(r["lo"]):
+                ax.plot([r["lo"], r["hi"]], [y, y], "-", color=colour, lw=2)
+            ax.plot(r["slope"], y, "o", color=colour)
+            ax.annotate(f"{r['verdict']} (seeds {r['seeds']})", (1.0, y), xycoords=("axes fraction", "data"),
+                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=7, color=colour)
+        ends = [abs(v) for r in rows for v in (r["slope"], r["lo"], r["hi"]) if not math.isnan(v)]
+        reach = 1.15 * max([2 * FLAT_BAND, *ends])
+        ax.set_xlim(-reach, reach)  # symmetric, and the band never fills the panel
+        ax.set_yticks(range(len(envs)), [e.removesuffix("-v0") for e in envs])
+        ax.set_ylim(len(envs) - 0.5, -0.5)
+        ax.set(xlabel=f"slope of {metric} per tenfold parameters [95% CI]")
+        ax.legend(fontsize=6, loc="lower left")
+    return fig
 
 
 def write(out: Path, sweep_dirs: list[Path]) -> str:

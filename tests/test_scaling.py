@@ -66,11 +66,11 @@ def test_the_study_reports_every_run_with_its_n(study: Path, capsys: pytest.Capt
         assert row["n"] == 2 and 0 <= row["n_learned"] <= 2
         if row["n_learned"] < 2:  # fewer than two learned seeds: no interval is claimed
             assert math.isnan(row["C_test_lo"]) if row["n_learned"] == 1 else math.isnan(row["C_test"])
-    for name in ("scaling", "steps_to_learn", "curves"):
+    for name in ("scaling", "steps_to_learn", "curves", "verdict"):
         assert (study / f"{name}.png").stat().st_size > 10_000
     ea = EventAccumulator(str(study / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     ea.Reload()
-    assert {f"scaling/{n}" for n in ("scaling", "steps_to_learn", "curves")} <= set(ea.Tags()["images"])
+    assert {f"scaling/{n}" for n in ("scaling", "steps_to_learn", "curves", "verdict")} <= set(ea.Tags()["images"])
 
 
 @pytest.mark.heavy
@@ -156,3 +156,21 @@ def test_the_learned_rule_needs_two_consecutive_evaluations() -> None:
     curve = {s: {"A_train": a} for s, a in zip(range(0, 60, 10), (0.2, 0.95, 0.5, 0.91, 0.93, 0.99), strict=True)}
     assert S.learned_rule(curve) == 30
     assert S.learned_rule({0: {"A_train": 0.95}, 10: {"A_train": 0.89}}) is None
+
+
+def test_the_verdict_figure_draws_each_env_at_its_slope_and_interval() -> None:
+    """One row per env in each metric's panel, the dot at the slope and the bar over the CI; a slope
+    without an interval (a rung with one learned seed) is a dot without a bar; an env missing from a
+    metric leaves its row empty."""
+    rows = {"gap_test": [{"env": "B-v0", "slope": 0.11, "lo": 0.03, "hi": 0.2, "verdict": "inconclusive, CI > 0",
+                          "seeds": "4,5"},
+                         {"env": "A-v0", "slope": -0.02, "lo": math.nan, "hi": math.nan, "verdict": "inconclusive",
+                          "seeds": "1,5"}],
+            "A_test": [{"env": "A-v0", "slope": 0.3, "lo": 0.2, "hi": 0.4, "verdict": "grows", "seeds": "3,3"}]}
+    gap, a = S.verdict_figure(rows).axes
+    assert [t.get_text() for t in gap.get_yticklabels()] == ["A", "B"]
+    drawn = sorted((tuple(line.get_xdata()), tuple(line.get_ydata())) for line in gap.lines[1:])
+    assert drawn == [((-0.02,), (0,)), ((0.03, 0.2), (1, 1)), ((0.11,), (1,))]
+    assert [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in a.lines[1:]] == [((0.2, 0.4), (0, 0)),
+                                                                                          ((0.3,), (0,))]
+    assert a.get_xlim()[1] == pytest.approx(1.15 * 0.4)  # symmetric, reaching past the widest interval
