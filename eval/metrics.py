@@ -80,6 +80,39 @@ def support(metric: str) -> tuple[float, float] | None:
     return None
 
 
+_FIGURE_RATES = frozenset({
+    "auroc", "control_auroc", "detect", "fa", "detect_deploy", "fa_deploy_train", "fa_deploy_test", "ece",
+    "A_oversight", "help", "train_help", "A_random", "A_agent", "A_oracle", "rate", "failure_rate", "proxy",
+    "worst_A", "censored", "test_proxy", "best", "control_best", "obs", "pi", "base_rate_test", "forecast_best",
+    "forecast_control_best", "A_ds", "A_branching", "steer_A_0", "steer_A_plus", "steer_C_0", "steer_C_plus"})
+_FIGURE_DIFFERENCES = frozenset({
+    "excess", "gain", "best_minus_control", "best_minus_pi", "best_minus_obs", "forecast_best_minus_control",
+    "forecast_best_minus_pi", "steer_dA", "steer_dA_plus", "steer_dA_minus"})
+_FIGURE_COUNTS = frozenset({
+    "warning", "warning_mean", "warning_deploy", "help_steps", "first", "first_failure", "visits_cell",
+    "steer_visits_0", "steer_visits_plus"})
+
+
+def figure_support(name: str) -> tuple[float, float] | None:
+    """:func:`support` for the figures of the analysis tools (oversight, red team, monitor, inspect),
+    named ``part/part/leaf`` (``rt/test/ga/rate``, ``mon/act/auroc``, ``steer_dA/trunk.3``): [0, 1]
+    for rates, AUROCs and accuracies, [-1, 1] for differences of two of them, [0, inf) for step and
+    episode counts, and :func:`support` for C, A, the proxy rate and the gap. The first part of the
+    name that says which applies; None (no cut) for anything else, e.g. a difference of counts."""
+    if (bounds := support(name)) is not None:
+        return bounds
+    for part in reversed(name.split("/")):
+        if part in _FIGURE_RATES or part.startswith(("acc_", "control_acc_", "chance_")):
+            return (0.0, 1.0)
+        if part in _FIGURE_DIFFERENCES or part.startswith("diff_"):
+            return (-1.0, 1.0)
+        if part in _FIGURE_COUNTS or part.startswith("n_"):
+            return (0.0, math.inf)
+        if (bounds := support(part)) is not None:
+            return bounds
+    return None
+
+
 CALIBRATED_METRICS: tuple[str, ...] = ("C_hat_test", "A_hat_test", "proxy_hat_test")
 """The chance-calibrated scores of the test split (``capgap.eval.chance``, docs/metrics.md): 0 for
 uniform-random play, 1 for the scripted goal-seeker (C, A) or proxy-seeker (proxy)."""
@@ -165,14 +198,14 @@ def mean_ci(values: Iterable[float], n_resamples: int = 2000, seed: int = 0,
             metric: str | None = None) -> tuple[float, float, float]:
     """(mean, lo, hi) of the finite values: the mean over seeds and its 95% Student-t interval,
     :func:`capgap.eval.stats.interval` (why t and not a bootstrap: that module and docs/metrics.md),
-    cut at ``metric``'s :func:`support` when it is named.
+    cut at ``metric``'s :func:`figure_support` (:func:`support` for C, A, the gap) when it is named.
 
     NaNs are dropped first. No values: all NaN. One value: (m, nan, nan), no interval. All values
     exactly equal: (m, m, m); any disagreement gives a positive width. ``n_resamples`` and ``seed``
     are kept so that callers need not change; the t-interval draws nothing.
     """
     del n_resamples, seed
-    return interval(values, support=support(metric) if metric else None)
+    return interval(values, support=figure_support(metric) if metric else None)
 
 
 def by_split(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

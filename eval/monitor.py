@@ -653,6 +653,7 @@ def summary(per_run: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``n`` (seeds), ``learned`` (how many of them learned their task: ``done.json``) and
     ``learned_mark`` (``learned``, ``not learned`` or ``mixed (k/n)``). ``per_run`` rows carry
     ``env``, ``dials``, ``rung``, ``learned`` and ``figures``."""
+    from capgap.eval.metrics import figure_support
     from capgap.eval.stats import interval
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -666,7 +667,8 @@ def summary(per_run: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["learned_mark"] = "learned" if k == len(rs) else "not learned" if k == 0 else f"mixed ({k}/{len(rs)})"
         keys = sorted({key for r in rs for key in r["figures"]})
         for key in keys:
-            row[key], row[f"{key}_lo"], row[f"{key}_hi"] = interval([r["figures"].get(key, math.nan) for r in rs])
+            row[key], row[f"{key}_lo"], row[f"{key}_hi"] = interval([r["figures"].get(key, math.nan) for r in rs],
+                                                                     support=figure_support(key))
         out.append(row)
     return out
 

@@ -334,6 +334,7 @@ def rung_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     runs as ``key``, ``key_lo``, ``key_hi`` (mean and 95% Student-t interval over the counted seeds) and
     ``key_n`` (seeds with a finite value: a warning time is NaN where nothing was detected);
     ``<first>_censored``: seeds whose search found no failure in its budget."""
+    from capgap.eval.metrics import figure_support
     from capgap.eval.stats import interval
 
     rows = []
@@ -348,7 +349,7 @@ def rung_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                "help_budget": runs[0]["settings"]["help_budget"]}
         for key in sorted({k for r in use for k in r["figures"]}):
             vals = [float(r["figures"].get(key, math.nan)) for r in use]
-            row[key], row[f"{key}_lo"], row[f"{key}_hi"] = interval(vals)
+            row[key], row[f"{key}_lo"], row[f"{key}_hi"] = interval(vals, support=figure_support(key))
             row[f"{key}_n"] = sum(not math.isnan(v) for v in vals)
         for key in FIRST.values():
             row[f"{key}_censored"] = sum(bool(r["figures"].get(key.replace("/first", "/censored"), 0)) for r in use)

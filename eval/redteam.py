@@ -586,6 +586,7 @@ def sweep_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     and the failure rate at the full budget, each a mean with its 95% Student-t interval over seeds
     (``capgap.eval.stats.interval``). A seed that found no failure counts ``budget + 1`` queries (a
     lower bound: ``censored`` says how many), ``found`` how many seeds found one."""
+    from capgap.eval.metrics import figure_support
     from capgap.eval.stats import interval
 
     groups: dict[tuple, list[tuple[dict, dict]]] = {}
@@ -603,7 +604,7 @@ def sweep_summary(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "censored": sum(s["first_failure"] is None for _, s in items),
                "learned": sum(bool(r["learned"]) for r, _ in items)}
         for name, vals in (("first_failure", firsts), ("failure_rate", rates), ("worst_A", worst)):
-            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = interval(vals)
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = interval(vals, support=figure_support(name))
         rows.append(row)
     return sorted(rows, key=lambda r: (r["env"], r["dials"], r["split"] != "test", r["method"], r["params"]))
 

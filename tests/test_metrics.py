@@ -17,12 +17,14 @@ from capgap.eval.metrics import (
     ROW_KEYS,
     compute,
     compute_final,
+    figure_support,
     final_rows,
     last_evaluations,
     load_episodes,
     mean_ci,
     support,
 )
+from capgap.eval.stats import interval
 
 ENV, LAVA = "capgap/CheeseCorner-v0", "capgap/LavaShift-v0"
 SIZES = {"tiny": (0, 500), "small": (1, 5_000)}
@@ -298,3 +300,18 @@ def test_inspections_are_averaged_over_seeds_with_cis(tmp_path: Path) -> None:
     b.write_text('{"step": 0}\n')
     with pytest.raises(ValueError, match=r"b.jsonl:1: malformed inspection record: missing run, env"):
         load_inspections([b])
+
+
+@pytest.mark.parametrize(("name", "bounds"), [
+    ("rt/test/ga/rate", (0.0, 1.0)), ("mon/act/auroc", (0.0, 1.0)), ("mon/test_proxy", (0.0, 1.0)),
+    ("acc_all", (0.0, 1.0)), ("A_ds", (0.0, 1.0)), ("gap_test", (-1.0, 1.0)), ("mon/act/excess", (-1.0, 1.0)),
+    ("steer_dA/trunk.3", (-1.0, 1.0)), ("diff_all", (-1.0, 1.0)), ("rt/train/random/first", (0.0, math.inf)),
+    ("mon/act/warning", (0.0, math.inf)), ("C_hat_test", None), ("steer_d_visits", None), ("norm", None)])
+def test_the_analysis_figures_are_cut_where_they_cannot_go(name: str, bounds: tuple[float, float] | None) -> None:
+    """Rates and AUROCs at [0, 1], their differences at [-1, 1], counts at 0; a calibrated score or a
+    difference of counts is not cut (no bound is known without more)."""
+    assert figure_support(name) == bounds
+    values = [0.01, 0.02, 0.9] if bounds is None or bounds[0] == 0.0 else [-0.99, -0.95, 0.5]
+    _, lo, hi = mean_ci(values, metric=name)
+    raw = interval(values)
+    assert (lo, hi) == ((raw[1], raw[2]) if bounds is None else (max(raw[1], bounds[0]), min(raw[2], bounds[1])))

@@ -61,7 +61,8 @@ def test_the_summary_is_over_learned_seeds_with_a_t_interval_and_marks_a_rung_th
     # a mixed rung: its learned seeds only, the outlier left out
     assert (tiny["n"], tiny["n_runs"], tiny["learned"], tiny["seeds"]) == (2, 3, True, [0, 1])
     key = "mon/act/detect"
-    assert (tiny[key], tiny[f"{key}_lo"], tiny[f"{key}_hi"]) == interval([0.10, 0.20])
+    assert (tiny[key], tiny[f"{key}_lo"], tiny[f"{key}_hi"]) == interval([0.10, 0.20], support=(0.0, 1.0))
+    assert interval([0.10, 0.20])[1] < 0 and tiny[f"{key}_lo"] == 0.0  # a rate's interval is cut at 0
     assert tiny[f"{key}_lo"] < 0.15 < tiny[f"{key}_hi"] and tiny["mark"] == "2/3 learned (those 2)"
     # a search that found nothing counts budget + 1 and is counted as censored
     first = O.FIRST["train", "random"]

@@ -214,7 +214,9 @@ def test_the_sweep_summary_is_a_mean_with_a_t_interval_over_seeds() -> None:
     rows = R.sweep_summary([run(0, 3, 0.5), run(1, 5, 0.25), run(2, None, 0.0)])
     (row,) = rows
     assert (row["n"], row["found"], row["censored"], row["learned"]) == (3, 2, 1, 2)
-    assert (row["first_failure"], row["first_failure_lo"], row["first_failure_hi"]) == interval([3, 5, 65])
+    assert (row["first_failure"], row["first_failure_lo"], row["first_failure_hi"]) == interval(
+        [3, 5, 65], support=(0.0, math.inf))
+    assert interval([3, 5, 65])[1] < 0 and row["first_failure_lo"] == 0.0  # a count's interval is cut at 0
     assert math.isclose(row["failure_rate"], 0.25)
     text = "\n".join(R.sweep_markdown(rows))
     assert "≥ 24.3 [" in text and "2/3 (not all learned)" in text and "2/3" in text

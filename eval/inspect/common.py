@@ -125,7 +125,8 @@ def best_by(rows: list[dict[str, Any]], select: str, report: str, skip: tuple[st
 def across_runs(per_run: list[list[dict[str, Any]]], keys: tuple[str, ...],
                 values: tuple[str, ...]) -> list[dict[str, Any]]:
     """Rows of several runs (seeds) grouped by ``keys``: each of ``values`` as its mean and 95%
-    CI over runs (``capgap.eval.metrics.mean_ci``, Student-t), as ``v``, ``v_lo``, ``v_hi``."""
+    CI over runs (``capgap.eval.metrics.mean_ci``, Student-t, cut at what ``v`` can take), as ``v``,
+    ``v_lo``, ``v_hi``."""
     from capgap.eval.metrics import mean_ci  # scipy: imported when needed, not by the trainer
 
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -136,7 +137,7 @@ def across_runs(per_run: list[list[dict[str, Any]]], keys: tuple[str, ...],
     for key, rs in groups.items():
         row: dict[str, Any] = dict(zip(keys, key, strict=True)) | {"runs": len(rs)}
         for v in values:
-            row[v], row[f"{v}_lo"], row[f"{v}_hi"] = mean_ci([float(r[v]) for r in rs if v in r])
+            row[v], row[f"{v}_lo"], row[f"{v}_hi"] = mean_ci([float(r[v]) for r in rs if v in r], metric=v)
         out.append(row)
     return out
 
