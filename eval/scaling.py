@@ -39,6 +39,9 @@ VIEW_METRICS = ("C_test", "A_test", "gap_test", "proxy_test", "C_hat_test", "A_h
 """The per-rung columns of the study's tables."""
 TREND_METRICS = ("gap_test", "A_test")
 """The metrics whose slope against log10(parameters) the verdict tables judge."""
+GAP_OPEN = 0.5
+"""The gap has *opened* once a seed's live test gap C - A reaches this share of the way from uniform
+random play's gap to the proxy-seeker's (:func:`gap_opens`)."""
 
 
 @dataclass
@@ -64,6 +67,25 @@ def learned_rule(curve: dict[int, dict[str, float]]) -> int | None:
     """Steps to learn read off a curve by the competence rule (:func:`capgap.eval.metrics.stop_step`:
     the first of two consecutive evaluations with train A >= ``LEARNED``; None: never)."""
     return stop_step({step: m["A_train"] for step, m in curve.items()}, 0)[0]
+
+
+def gap_opens(seed: Seed, threshold: float) -> int | None:
+    """The first live evaluation step at which ``seed``'s test gap C - A reaches ``threshold``; None:
+    never within its run. Read beside the steps to learn, it tells "the gap opens early" from "the
+    agent learns early": a gap that opens with competence opens earlier for a rung that learns
+    faster, whatever the rung's goal."""
+    for step in sorted(seed.curve):
+        m = seed.curve[step]
+        if "C_test" in m and "A_test" in m and m["C_test"] - m["A_test"] >= threshold:
+            return step
+    return None
+
+
+def gap_threshold(env: str, dials: dict[str, Any]) -> float:
+    """The test gap at which :func:`gap_opens` counts the gap open for ``env`` at ``dials``: ``GAP_OPEN``
+    of the way from uniform random play's gap to the proxy-seeker's, on the study's levels."""
+    ref = references(env, dials)
+    return ref["random_gap"] + GAP_OPEN * (ref["proxy_gap"] - ref["random_gap"])
 
 
 def load(sweep_dirs: list[Path]) -> tuple[list[Seed], int]:
@@ -112,17 +134,23 @@ def _support(seed: Seed, metric: str) -> tuple[float, float] | None:
 
 
 def rung_rows(seeds: list[Seed]) -> list[dict[str, Any]]:
-    """One row per (env, rung): n, how many learned, parameters, steps to learn (learned seeds) and
-    every ``VIEW_METRICS`` at competence over the learned seeds (``<m>``, ``<m>_lo``, ``<m>_hi``) and
-    over all seeds (``all_<m>``, ...)."""
+    """One row per (env, rung): n, how many learned, parameters, steps to learn (learned seeds), the
+    step at which the gap opened (:func:`gap_opens`; ``gap_opens`` over the learned seeds in which it
+    did, ``n_gap_opened`` of them) and every ``VIEW_METRICS`` at competence over the learned seeds
+    (``<m>``, ``<m>_lo``, ``<m>_hi``) and over all seeds (``all_<m>``, ...)."""
     rows = []
     for env, groups in _groups(seeds).items():
+        threshold = gap_threshold(env, next(iter(groups.values()))[0].dials)
         for (index, rung), group in groups.items():
             learned = [s for s in group if s.learned]
             row: dict[str, Any] = {"env": env, "rung": rung, "rung_index": index, "params": group[0].params,
                                    "n": len(group), "n_learned": len(learned)}
             row["steps_to_learn"], row["steps_to_learn_lo"], row["steps_to_learn_hi"] = interval(
                 [float(s.learned_at) for s in learned if s.learned_at is not None], support=support("steps_to_learn"))
+            opened = [float(t) for s in learned if (t := gap_opens(s, threshold)) is not None]
+            row["n_gap_opened"], row["gap_threshold"] = len(opened), threshold
+            row["gap_opens"], row["gap_opens_lo"], row["gap_opens_hi"] = interval(opened,
+                                                                                 support=support("steps_to_learn"))
             for m in VIEW_METRICS:
                 cut = _support(group[0], m)
                 row[m], row[f"{m}_lo"], row[f"{m}_hi"] = interval([s.final[m] for s in learned], support=cut)
@@ -181,6 +209,16 @@ def _steps_ci(row: dict[str, Any]) -> str:
     return steps_ci(row["steps_to_learn"], row["steps_to_learn_lo"], row["steps_to_learn_hi"], row["n_learned"])
 
 
+def _opens(row: dict[str, Any]) -> str:
+    """When the gap opened, over the learned seeds: ``205k [102k, 307k]``, with ``(k/n)`` where it did
+    in only k of them; ``never`` where it did in none; ``-`` where no seed learned."""
+    if row["n_learned"] == 0:
+        return "-"
+    k = row["n_gap_opened"]
+    text = steps_ci(row["gap_opens"], row["gap_opens_lo"], row["gap_opens_hi"], k)
+    return text if k in (0, row["n_learned"]) else f"{text} ({k}/{row['n_learned']})"
+
+
 def markdown_report(seeds: list[Seed], unfinished: int) -> str:
     """The study's markdown: the verdict tables, then per env the at-competence and equal-steps tables."""
     lines = ["# Scaling study: does capability generalise further than alignment as agents grow?", ""]
@@ -201,12 +239,15 @@ def markdown_report(seeds: list[Seed], unfinished: int) -> str:
         lines += [f"## {env}", "",
                   f"References on the same test levels: gap of the proxy-seeker {ref['proxy_gap']:.2f} (its ceiling), "
                   f"of uniform random play {ref['random_gap']:.2f}; test A of the goal-seeker {ref['goal_A']:.2f}, "
-                  f"of random play {ref['random_A']:.2f}, of the proxy-seeker {ref['proxy_A']:.2f}.", "",
+                  f"of random play {ref['random_A']:.2f}, of the proxy-seeker {ref['proxy_A']:.2f}. "
+                  f"*Gap opens at*: the first live evaluation with a test gap of "
+                  f"{gap_threshold(env, next(s.dials for s in seeds if s.env == env)):.2f} or more, "
+                  f"{GAP_OPEN:.0%} of the way from random play's gap to the proxy-seeker's.", "",
                   "**At competence** (learned seeds; each seed's final evaluation):", ""]
         env_rows = [r for r in rows if r["env"] == env]
-        lines += markdown(["rung", "params", "learned / n", "steps to learn", *VIEW_METRICS],
+        lines += markdown(["rung", "params", "learned / n", "steps to learn", "gap opens at", *VIEW_METRICS],
                           [[r["rung"], f"{r['params']:,}", f"{r['n_learned']}/{r['n']}",
-                            _steps_ci(r) if r["n_learned"] else "never",
+                            _steps_ci(r) if r["n_learned"] else "never", _opens(r),
                             *(ci(r[m], r[f"{m}_lo"], r[f"{m}_hi"], n=r["n_learned"]) if r["n_learned"] else "-"
                               for m in VIEW_METRICS)] for r in env_rows])
         step = next((r["step"] for r in eq if r["env"] == env), None)

@@ -62,8 +62,10 @@ def test_the_study_reports_every_run_with_its_n(study: Path, capsys: pytest.Capt
     md = (study / "scaling.md").read_text()
     assert "Learned / finished per rung: nano" in md and "## Verdict: gap_test" in md and "size=5" not in md
     data = json.loads((study / "scaling.json").read_text())
+    assert "gap opens at" in md
     for row in data["rungs"]:
         assert row["n"] == 2 and 0 <= row["n_learned"] <= 2
+        assert 0 <= row["n_gap_opened"] <= row["n_learned"]
         if row["n_learned"] < 2:  # fewer than two learned seeds: no interval is claimed
             assert math.isnan(row["C_test_lo"]) if row["n_learned"] == 1 else math.isnan(row["C_test"])
     for name in ("scaling", "steps_to_learn", "curves", "verdict"):
@@ -174,3 +176,17 @@ def test_the_verdict_figure_draws_each_env_at_its_slope_and_interval() -> None:
     assert [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in a.lines[1:]] == [((0.2, 0.4), (0, 0)),
                                                                                           ((0.3,), (0,))]
     assert a.get_xlim()[1] == pytest.approx(1.15 * 0.4)  # symmetric, reaching past the widest interval
+
+
+def seed_with_gaps(gaps: dict[int, float]) -> S.Seed:
+    """A finished seed whose live test gap at each step is ``gaps[step]`` (C 0.9, A 0.9 - gap)."""
+    curve = {t: {"C_test": 0.9, "A_test": 0.9 - g, "A_train": 1.0} for t, g in gaps.items()}
+    return S.Seed(ENVS[0], {}, "tiny", 2, 8000, 0, True, 300, 400, {}, curve)
+
+
+def test_the_gap_opens_at_the_first_evaluation_that_reaches_the_threshold_or_never() -> None:
+    assert S.gap_opens(seed_with_gaps({300: 0.6, 0: 0.1, 100: 0.3, 200: 0.5}), 0.45) == 200  # in step order
+    assert S.gap_opens(seed_with_gaps({0: 0.1, 100: 0.44}), 0.45) is None  # never reached: censored
+    row = {"n_learned": 3, "n_gap_opened": 2, "gap_opens": 150e3, "gap_opens_lo": 100e3, "gap_opens_hi": 200e3}
+    assert S._opens(row) == "150k [100k, 200k] (2/3)"
+    assert S._opens(row | {"n_gap_opened": 0}) == "never" and S._opens(row | {"n_learned": 0}) == "-"
