@@ -276,7 +276,8 @@ def _index(rung: str) -> int:
 def figures(seeds: list[Seed]) -> dict[str, Any]:
     """``scaling`` (per env: test C, test A and the gap against parameters, CI bands over learned
     seeds, every seed a dot, hollow when not learned; the proxy-seeker's gap dashed, random play's
-    gap and test A dotted), ``steps_to_learn``, ``curves`` (C(t) solid, A(t) dashed on the test split, one colour
+    gap and test A dotted), ``steps_to_learn`` (per seed the step it learned at, and just right of it
+    the step its gap opened at, :func:`gap_opens`), ``curves`` (C(t) solid, A(t) dashed on the test split, one colour
     per rung) and ``verdict`` (:func:`verdict_figure`)."""
     from matplotlib import colormaps
 
@@ -305,14 +306,19 @@ def figures(seeds: list[Seed]) -> dict[str, Any]:
     fig, axes = grid(len(groups))
     for ax, (env, g) in zip(axes, groups.items(), strict=False):
         x = np.array([v[0].params for v in g.values()], dtype=float)
+        threshold = gap_threshold(env, next(iter(g.values()))[0].dials)
         for v in g.values():
             for s in v:
                 y = s.learned_at if s.learned_at is not None else s.stopped_at
                 ax.plot(s.params, y, "o", ms=4, color="k", mfc="k" if s.learned else "none")
+                if s.learned and (opened := gap_opens(s, threshold)) is not None:
+                    ax.plot(s.params * 1.15, max(opened, 1), "x", ms=4, color="tab:red")
+        ax.plot([], [], "o", ms=4, color="k", label="learned at (hollow: the cap, never learned)")
+        ax.plot([], [], "x", ms=4, color="tab:red", label="gap opened at (learned seeds)")
         log_x(ax, x)
         ax.set_yscale("log")
-        ax.set(xlabel="parameters", ylabel="env steps to learn (hollow: the cap, never learned)",
-               title=env.split("/")[-1])
+        ax.set(xlabel="parameters", ylabel="env steps", title=env.split("/")[-1])
+        ax.legend(fontsize=6)
     out["steps_to_learn"] = fig
 
     fig, axes = grid(len(groups))
