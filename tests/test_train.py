@@ -285,7 +285,15 @@ def test_ctrl_c_says_the_run_resumes(small_run: Path, tmp_path: Path) -> None:
            str(64 * 32 * 2), "--eval-episodes", "32", "--dials", "size=7", "max_steps=40", "--threads", "1",
            "--inspect"]
     run_dir = tmp_path / small_run.name
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def as_from_a_terminal() -> None:
+        """Ctrl-C as a shell's foreground job gets it: a test runner's worker may ignore or block SIGINT
+        (pytest-xdist's can), and a child inherits both across exec, so the run would never see it."""
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / "checkpoints" / f"step_{4096:010d}.pt").exists():
         time.sleep(0.05)
